@@ -1,0 +1,1 @@
+"""live_deepz.engine: inference backends, ring buffers and the live pipeline (no Qt)."""

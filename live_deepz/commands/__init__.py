@@ -1,0 +1,1 @@
+"""One module per ``live-deepz`` subcommand: ``add_arguments(parser)`` and ``run(args)``."""
