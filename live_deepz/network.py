@@ -1,0 +1,270 @@
+"""The Deep-Z networks: a residual U-Net generator and a GAN discriminator.
+
+Both follow the Deep-Z paper (Wu et al., Nature Methods 2019, Supplementary Note / Methods
+"Deep-Z network architecture"); the project spec METHOD.md condenses the numbers.
+
+Generator, at full resolution ``H x W`` (channel counts at ``width = 1``)::
+
+    x1 = input [image, dpm]                      (N,   2, H,    W)
+    level 1: x2 = x1 + ReLU(conv48(ReLU(conv25(x1))))       (N,  48, H,    W)
+    maxpool, level 2: x3 (96 ch, H/2) ... level 5: x6 (768 ch, H/16)
+    y5 = x6
+    y4 = ReLU(conv384(ReLU(conv576(cat(x5, up(y5))))))        (N, 384, H/8,  W/8)
+    ...
+    y1 = ReLU(conv48(ReLU(conv72(cat(x2, up(y2))))))          (N,  48, H,    W)
+    out = conv1(y1)                                            (N,   1, H,    W)
+
+``up`` is a 2x2 / stride-2 transposed convolution whose output has as many channels as the
+skip tensor it is concatenated with (768->384, 384->192, 192->96, 96->48), i.e. it halves the
+channels. With that choice the paper configuration has 17,446,556 parameters (METHOD.md's
+"17.45 M measured in PyTorch") and 0.993 MFLOP per output pixel (0.26 TFLOP per 512x512
+plane); the alternatives are far off (3x3 kernels: 19.40 M; channel-preserving 2x2: 21.66 M;
+4x4: 22.15 M). The transposed conv has no activation: the ReLU after the following conv_c
+provides it. The final conv is linear (the output is an intensity, normalised, unbounded).
+
+Every 3x3 convolution uses replicate padding of one pixel; weights are Xavier-uniform,
+biases 0.1. ``DeepZGenerator.forward`` accepts any ``H, W``: it replicate-pads the input up to
+a multiple of 16 (four 2x poolings) and crops the output back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "SIZE_MULTIPLE",
+    "DeepZConfig",
+    "DeepZGenerator",
+    "Discriminator",
+    "DiscriminatorConfig",
+    "count_parameters",
+    "generator_flops_per_pixel",
+    "scale_channels",
+]
+
+# Paper channel counts at width 1.0 (Supplementary Note, Eqs. S1-S3).
+DOWN_A = (25, 72, 144, 288, 576)  # first conv of down level k = 1..5
+DOWN_B = (48, 96, 192, 384, 768)  # second conv of down level k = 1..5 (= x_{k+1} channels)
+UP_C = (72, 144, 288, 576)  # first conv of up level k = 1..4
+UP_D = (48, 96, 192, 384)  # second conv of up level k = 1..4 (= y_k channels)
+DISC_A = (48, 96, 192, 384, 768, 1536)
+DISC_B = (96, 192, 384, 768, 1536, 3072)
+
+#: The generator's internal size granularity: four 2x max-poolings.
+SIZE_MULTIPLE = 16
+MIN_CHANNELS = 4
+BIAS_INIT = 0.1
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """Channels of a layer at ``width``: ``max(4, floor(channels * width + 0.5))``.
+
+    Round-half-up (not Python's banker's rounding) so the mapping is obvious; at least 4
+    channels so very narrow test networks still have a usable layer.
+    """
+    return max(MIN_CHANNELS, math.floor(channels * width + 0.5))
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Xavier-uniform weights and 0.1 biases for every conv / transposed conv / linear."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, BIAS_INIT)
+
+
+def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, padding_mode="replicate")
+
+
+# ---------------------------------------------------------------------------------------
+# Generator
+
+
+@dataclass(frozen=True)
+class DeepZConfig:
+    """Generator hyper-parameters.
+
+    ``width`` multiplies every channel count of the paper (``scale_channels``); 1.0 is the
+    paper's network (17.45 M parameters). ``in_channels`` is 2 (``[image, dpm]``).
+    """
+
+    width: float = 1.0
+    in_channels: int = 2
+    out_channels: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.width > 0:
+            raise ValueError(f"DeepZConfig.width must be > 0, got {self.width}")
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError("DeepZConfig in_channels and out_channels must be >= 1")
+        if self.in_channels > self.down_b[0]:
+            raise ValueError(
+                f"in_channels={self.in_channels} exceeds the first level's "
+                f"{self.down_b[0]} channels; the residual connection can only zero-pad"
+            )
+
+    @property
+    def down_a(self) -> tuple[int, ...]:
+        return tuple(scale_channels(c, self.width) for c in DOWN_A)
+
+    @property
+    def down_b(self) -> tuple[int, ...]:
+        return tuple(scale_channels(c, self.width) for c in DOWN_B)
+
+    @property
+    def up_c(self) -> tuple[int, ...]:
+        return tuple(scale_channels(c, self.width) for c in UP_C)
+
+    @property
+    def up_d(self) -> tuple[int, ...]:
+        return tuple(scale_channels(c, self.width) for c in UP_D)
+
+
+class DownBlock(nn.Module):
+    """``x_{k+1} = pad_c(x_k) + ReLU(conv_b(ReLU(conv_a(x_k))))`` (residual, same size)."""
+
+    def __init__(self, c_in: int, c_a: int, c_b: int) -> None:
+        super().__init__()
+        assert c_b >= c_in, "the residual can only zero-pad channels"
+        self.conv_a = _conv3x3(c_in, c_a)
+        self.conv_b = _conv3x3(c_a, c_b)
+        self.extra_channels = c_b - c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv_b(F.relu(self.conv_a(x))))
+        # zero-pad the residual's channel dim: (N, c_in, H, W) -> (N, c_b, H, W)
+        residual = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+        return residual + h
+
+
+class UpBlock(nn.Module):
+    """``y_k = ReLU(conv_d(ReLU(conv_c(cat(x_{k+1}, up(y_{k+1}))))))``."""
+
+    def __init__(self, c_below: int, c_skip: int, c_c: int, c_d: int) -> None:
+        super().__init__()
+        # 2x up-sampling; output channels = skip channels (see module docstring)
+        self.up = nn.ConvTranspose2d(c_below, c_skip, kernel_size=2, stride=2)
+        self.conv_c = _conv3x3(2 * c_skip, c_c)
+        self.conv_d = _conv3x3(c_c, c_d)
+
+    def forward(self, skip: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
+        up = self.up(below)  # (N, c_below, h, w) -> (N, c_skip, 2h, 2w)
+        h = torch.cat([skip, up], dim=1)  # (N, 2 * c_skip, 2h, 2w)
+        return F.relu(self.conv_d(F.relu(self.conv_c(h))))
+
+
+class DeepZGenerator(nn.Module):
+    """Deep-Z U-Net: ``(N, 2, H, W)`` ``[image, dpm / dpm_scale]`` -> ``(N, 1, H, W)``."""
+
+    def __init__(self, config: DeepZConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or DeepZConfig()
+        a, b, c, d = config.down_a, config.down_b, config.up_c, config.up_d
+        c_in = (config.in_channels, *b[:-1])  # level k's input: the input, then x_2..x_5
+        self.down = nn.ModuleList(DownBlock(c_in[k], a[k], b[k]) for k in range(5))
+        # up[k] produces y_{k+1} (k = 0..3) from x_{k+2} (skip, b[k]) and y_{k+2} below
+        # (b[4] = x_6 = y_5 for the deepest, d[k+1] otherwise).
+        below = (*d[1:], b[4])
+        self.up = nn.ModuleList(UpBlock(below[k], b[k], c[k], d[k]) for k in range(4))
+        self.head = _conv3x3(d[0], config.out_channels)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        # replicate-pad bottom/right to a multiple of 16: (N, C, H, W) -> (N, C, H', W')
+        pad_h = (SIZE_MULTIPLE - h % SIZE_MULTIPLE) % SIZE_MULTIPLE
+        pad_w = (SIZE_MULTIPLE - w % SIZE_MULTIPLE) % SIZE_MULTIPLE
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+        skips = []  # x_2 .. x_5 at H', H'/2, H'/4, H'/8
+        for k, block in enumerate(self.down):
+            if k > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        y = skips.pop()  # y_5 = x_6, (N, 768w, H'/16, W'/16)
+        for k in reversed(range(4)):
+            y = self.up[k](skips[k], y)  # y_{k+1} at H' / 2**k
+        out = self.head(y)  # (N, out_channels, H', W')
+        return out[..., :h, :w]
+
+
+def generator_flops_per_pixel(width: float = 1.0, config: DeepZConfig | None = None) -> float:
+    """FLOPs (2 x multiply-accumulates) per output pixel of the generator, from layer shapes.
+
+    Counts the convolutions and transposed convolutions (bias adds, ReLUs, pooling and
+    padding are negligible and not counted), assuming the input is a multiple of 16 so no
+    padding is added. Level ``k`` runs at ``1 / 4**k`` of the output pixels.
+    """
+    cfg = config or DeepZConfig(width=width)
+    a, b, c, d = cfg.down_a, cfg.down_b, cfg.up_c, cfg.up_d
+    macs = 0.0
+    c_in = (cfg.in_channels, *b[:-1])
+    for k in range(5):
+        macs += 9 * (c_in[k] * a[k] + a[k] * b[k]) / 4**k
+    below = (*d[1:], b[4])
+    for k in range(4):
+        # a 2x2 stride-2 transposed conv touches each output pixel with exactly one tap
+        macs += below[k] * b[k] / 4**k
+        macs += 9 * (2 * b[k] * c[k] + c[k] * d[k]) / 4**k
+    macs += 9 * d[0] * cfg.out_channels
+    return 2.0 * macs
+
+
+# ---------------------------------------------------------------------------------------
+# Discriminator
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Discriminator hyper-parameters; ``width`` scales every channel count incl. the FC."""
+
+    width: float = 1.0
+    in_channels: int = 1
+    negative_slope: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.width > 0:
+            raise ValueError(f"DiscriminatorConfig.width must be > 0, got {self.width}")
+
+
+class Discriminator(nn.Module):
+    """Six blocks ``z_{i+1} = LReLU(conv_b/2(LReLU(conv_a(z_i))))``, avg-pool, FC, FC, sigmoid.
+
+    Input ``(N, in_channels, H, W)`` (H, W >= 1; 256 in training), output ``(N, 1)`` in (0, 1).
+    """
+
+    def __init__(self, config: DiscriminatorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or DiscriminatorConfig()
+        a = [scale_channels(ch, config.width) for ch in DISC_A]
+        b = [scale_channels(ch, config.width) for ch in DISC_B]
+        c_in = [config.in_channels, *b[:-1]]
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"conv_a": _conv3x3(c_in[i], a[i]), "conv_b": _conv3x3(a[i], b[i], 2)})
+            for i in range(6)
+        )
+        self.fc1 = nn.Linear(b[-1], b[-1])
+        self.fc2 = nn.Linear(b[-1], 1)
+        _init_weights(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        slope = self.config.negative_slope
+        for block in self.blocks:
+            z = F.leaky_relu(block["conv_a"](z), slope)
+            z = F.leaky_relu(block["conv_b"](z), slope)  # stride 2: H, W -> ceil(H/2), ...
+        z = z.mean(dim=(-2, -1))  # global average pool: (N, C, h, w) -> (N, C)
+        z = F.leaky_relu(self.fc1(z), slope)
+        return torch.sigmoid(self.fc2(z))  # (N, 1)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters in ``module`` (all, or only those requiring grad)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
