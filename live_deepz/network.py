@@ -235,8 +235,22 @@ class DiscriminatorConfig:
             raise ValueError(f"DiscriminatorConfig.width must be > 0, got {self.width}")
 
 
+class DiscriminatorBlock(nn.Module):
+    """``z_{i+1} = LReLU(conv_b(LReLU(conv_a(z_i))))``; conv_b has stride 2 (2x down)."""
+
+    def __init__(self, c_in: int, c_a: int, c_b: int, negative_slope: float) -> None:
+        super().__init__()
+        self.conv_a = _conv3x3(c_in, c_a)
+        self.conv_b = _conv3x3(c_a, c_b, stride=2)
+        self.negative_slope = negative_slope
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = F.leaky_relu(self.conv_a(z), self.negative_slope)
+        return F.leaky_relu(self.conv_b(z), self.negative_slope)
+
+
 class Discriminator(nn.Module):
-    """Six blocks ``z_{i+1} = LReLU(conv_b/2(LReLU(conv_a(z_i))))``, avg-pool, FC, FC, sigmoid.
+    """Six :class:`DiscriminatorBlock` (2x down each), global avg-pool, FC, LReLU, FC, sigmoid.
 
     Input ``(N, in_channels, H, W)`` (H, W >= 1; 256 in training), output ``(N, 1)`` in (0, 1).
     """
@@ -248,8 +262,7 @@ class Discriminator(nn.Module):
         b = [scale_channels(ch, config.width) for ch in DISC_B]
         c_in = [config.in_channels, *b[:-1]]
         self.blocks = nn.ModuleList(
-            nn.ModuleDict({"conv_a": _conv3x3(c_in[i], a[i]), "conv_b": _conv3x3(a[i], b[i], 2)})
-            for i in range(6)
+            DiscriminatorBlock(c_in[i], a[i], b[i], config.negative_slope) for i in range(6)
         )
         self.fc1 = nn.Linear(b[-1], b[-1])
         self.fc2 = nn.Linear(b[-1], 1)
@@ -258,8 +271,7 @@ class Discriminator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         slope = self.config.negative_slope
         for block in self.blocks:
-            z = F.leaky_relu(block["conv_a"](z), slope)
-            z = F.leaky_relu(block["conv_b"](z), slope)  # stride 2: H, W -> ceil(H/2), ...
+            z = block(z)  # (N, C, H, W) -> (N, C', ceil(H/2), ceil(W/2))
         z = z.mean(dim=(-2, -1))  # global average pool: (N, C, h, w) -> (N, C)
         z = F.leaky_relu(self.fc1(z), slope)
         return torch.sigmoid(self.fc2(z))  # (N, 1)

@@ -1,0 +1,65 @@
+"""``live-deepz models``: list the bundled and user models with their cards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..modelfile import MODELS_ENV, available_models, bundled_models, model_summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+
+
+def _rows() -> list[dict[str, Any]]:
+    bundled = set(bundled_models())
+    rows = []
+    for path in available_models():
+        row = model_summary(path)
+        row["source"] = "bundled" if path in bundled else f"${MODELS_ENV}"
+        rows.append(row)
+    return rows
+
+
+def _text(row: dict[str, Any]) -> str:
+    head = f"{row['name']}  ({row['source']})"
+    if "error" in row:
+        return f"{head}\n    BROKEN: {row['error']}\n    path: {row['path']}"
+    o = row["optics"]
+    z0, z1 = row["z_range_um"]
+    mae = row["validation_mae"]
+    lines = [
+        head,
+        f"    network:    deepz-unet width {row['width']:g}, {row['parameters'] / 1e6:.2f} M "
+        "parameters",
+        f"    z range:    {z0:+g} .. {z1:+g} um (DPM scale {row['dpm_scale_um']:g} um)",
+        f"    optics:     NA {o['na']:g}, emission {o['wavelength_um']:g} um, pixel "
+        f"{o['pixel_size_um']:g} um, immersion n={o['immersion_ri']:g}, "
+        f"sample n={o['sample_ri']:g}",
+        f"    modality:   {row['modality']['input']} -> {row['modality']['output']}",
+        f"    validation: MAE {mae:.4g}" if mae is not None else "    validation: MAE unknown",
+        f"    path:       {row['path']}",
+    ]
+    if row.get("card_name"):
+        lines.insert(1, f"    card name:  {row['card_name']}")
+    if row.get("description"):
+        lines.insert(1, f"    {row['description']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = _rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(
+            "No models found: none is bundled with this build and none is in "
+            f"${MODELS_ENV}. Train one with `live-deepz train`, or pass --model PATH "
+            "to the commands that take one."
+        )
+        return 0
+    print("\n\n".join(_text(r) for r in rows))
+    return 0
