@@ -1,1 +1,103 @@
-"""live_deepz.calibration: focus estimation, surface fitting and drift tracking (no Qt)."""
+"""live_deepz.calibration: focus estimation, surface fitting and drift tracking (no Qt).
+
+Numbers in, numbers out. Everything is built on a :data:`RefocusFn` —
+``refocus(image_norm (H, W), dpms_um (K, H, W)) -> (K, H, W)`` — which is the Deep-Z engine
+in use (:func:`engine_refocus_fn`) and a physics oracle in tests and benchmarks
+(:mod:`live_deepz.calibration.testing`), so the calibration logic is tested exactly,
+independent of model quality.
+
+- focus: :func:`estimate_focus_beads`, :func:`estimate_focus_tiles` → :class:`FocusMap`
+  (where each bead/tile is in focus, as the DPM value that focuses it);
+- surfaces: :func:`fit_surface` → :class:`SurfaceFit` (plane → tilt/azimuth, quadratic,
+  cylinder → radius/axis, smooth), ``fit.dpm()``, ``fit.check(z_range)``,
+  :func:`save_calibration` / :func:`load_calibration`;
+- FWHM: :func:`bead_fwhm` (the paper's lateral FWHM per bead), :func:`fwhm_summary`;
+- drift: :class:`DriftEstimator`, :class:`KalmanDrift`, :class:`MedianDrift`,
+  :class:`DriftCompensationPlan` (a dynamic :class:`~live_deepz.dpm.PlanePlan`);
+- the wizard's logic: :class:`CalibrationWizardModel`.
+
+Sign convention (as :mod:`live_deepz.dpm`): + = deeper. A sample whose in-focus plane lies
+``d`` µm deeper than the focal plane is brought into focus by the DPM ``+d``.
+"""
+
+from ._drift import (
+    DriftCompensationPlan,
+    DriftEstimator,
+    DriftFilter,
+    DriftMeasurement,
+    FeedbackPlan,
+    KalmanDrift,
+    MedianDrift,
+)
+from ._fit import (
+    FIT_KINDS,
+    MIN_POINTS,
+    SurfaceFit,
+    fit_points,
+    fit_surface,
+    load_calibration,
+    save_calibration,
+)
+from ._focus import (
+    DEFAULT_SWEEP,
+    FOCUS_MEASURES,
+    EngineRefocus,
+    FocusMap,
+    ProgressFn,
+    RefocusFn,
+    engine_refocus_fn,
+    estimate_focus,
+    estimate_focus_beads,
+    estimate_focus_tiles,
+    focus_measure,
+    sweep_offsets,
+    virtual_sweep,
+)
+from ._fwhm import FWHM_PER_SIGMA, BeadFits, bead_fwhm, fit_beads, fwhm_summary
+from ._wizard_model import (
+    CalibrationWizardModel,
+    PreviewData,
+    ReviewData,
+    Step,
+    StepResult,
+)
+
+__all__ = [
+    "DEFAULT_SWEEP",
+    "FIT_KINDS",
+    "FOCUS_MEASURES",
+    "FWHM_PER_SIGMA",
+    "MIN_POINTS",
+    "BeadFits",
+    "CalibrationWizardModel",
+    "DriftCompensationPlan",
+    "DriftEstimator",
+    "DriftFilter",
+    "DriftMeasurement",
+    "EngineRefocus",
+    "FeedbackPlan",
+    "FocusMap",
+    "KalmanDrift",
+    "MedianDrift",
+    "PreviewData",
+    "ProgressFn",
+    "RefocusFn",
+    "ReviewData",
+    "Step",
+    "StepResult",
+    "SurfaceFit",
+    "bead_fwhm",
+    "engine_refocus_fn",
+    "estimate_focus",
+    "estimate_focus_beads",
+    "estimate_focus_tiles",
+    "fit_beads",
+    "fit_points",
+    "fit_surface",
+    "focus_measure",
+    "fwhm_summary",
+    "load_calibration",
+    "save_calibration",
+    "sweep_offsets",
+    "virtual_sweep",
+]

@@ -57,6 +57,17 @@ def test_wheel_contains_only_the_live_deepz_namespace(tmp_path: Path) -> None:
     assert {t for t in top if not t.endswith(".dist-info")} == {"live_deepz"}
     for sub in SUBPACKAGES:
         assert f"live_deepz/{sub}/__init__.py" in names
+    # every package folder of the repository lands in the wheel (none forgotten in pyproject)
+    roots = {
+        "live_deepz": "live_deepz",
+        "engine": "live_deepz/engine",
+        "calibration": "live_deepz/calibration",
+        "ui": "live_deepz/ui",
+    }
+    for folder, target in roots.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.relative_to(REPO / folder).as_posix()
+            assert f"{target}/{rel}" in names, f"{folder}/{rel} missing from the wheel"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "live-deepz = live_deepz.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

@@ -1,0 +1,393 @@
+"""Calibration quality on the paper's Fig. 4 cases and its drift demonstration.
+
+Scenarios (ground truth from the simulator, ``live_deepz.sim``):
+
+- ``tilt``: 300 nm beads on a slide tilted 1.5° (paper: median lateral FWHM 2.14 → 0.96 µm
+  over a 2048² field). Virtual focus sweep −10…+10 µm / 0.5 µm → per-bead focus → robust
+  plane fit. Reports the tilt/azimuth error, the residual RMS, the points used, and the
+  median lateral FWHM of the input, of the input refocused onto the *fitted* surface, and onto
+  the *true* surface.
+- ``cylinder``: beads on a 7.2 mm diameter tube (paper: 2.41 → 0.91 µm); cylinder fit;
+  reports the radius/axis error and the FWHM medians.
+- ``drift``: a worm drifting 2–10 µm out of focus (``DriftTrajectory.paper``) at 3.6 fps;
+  :class:`DriftEstimator` + :class:`KalmanDrift` in a :class:`DriftCompensationPlan`.
+  Reports the tracking error of the served correction vs the true drift (RMSE, bias, RMSE
+  after removing the bias — the worm's own focus under the focus measure), the raw
+  estimates' RMSE, the planes refocused per estimate, and the sharpness (Brenner gradient) of
+  the corrected vs uncorrected frames relative to the frame focused on the worm's reference
+  plane (noise-free frames with the oracle; the model's output with ``--model``).
+
+The refocus function is either the **physics oracle** (``--oracle``, the default without
+``--model``: the simulator re-renders the sample at every requested plane — a noisy camera
+frame at that focus, like a mechanically scanned stack, or noise-free with
+``--noiseless-oracle`` — an *ideal* Deep-Z, so the numbers measure the calibration logic)
+or a trained model (``--model PATH``; then the numbers include the model's refocusing
+quality). Inputs are noisy camera frames
+(``CameraModel``), normalised as the paper does.
+
+Usage::
+
+    python benchmarks/bench_calibration.py --oracle                 # ~1-2 min on 2 cores
+    python benchmarks/bench_calibration.py --model models/deepz-sim20x --size 256
+    python benchmarks/bench_calibration.py --scenarios tilt --size 1024 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from live_deepz.calibration import (
+    DriftCompensationPlan,
+    DriftEstimator,
+    KalmanDrift,
+    estimate_focus_beads,
+    fit_beads,
+    fit_surface,
+    focus_measure,
+    fwhm_summary,
+)
+from live_deepz.calibration.testing import PlaneRenderOracle
+
+from live_deepz import dpm
+from live_deepz.normalize import fit_normalization
+from live_deepz.optics import Optics
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "calibration.json"
+EXPOSURE_MS = 20.0
+SWEEP = "-10:10:0.5"
+
+
+def _angle_err(a: float, b: float, period: float = 360.0) -> float:
+    d = (a - b) % period
+    return min(d, period - d)
+
+
+class _SimSource:
+    """A SimScene plus the oracle that re-renders it, in normalised camera units."""
+
+    def __init__(self, sample: Any, shape: tuple[int, int], seed: int, **scene_kw: Any) -> None:
+        from live_deepz.sim.scene import SimScene
+
+        t0 = time.perf_counter()
+        self.scene = SimScene(sample, Optics(), shape, seed=seed, **scene_kw)
+        self.build_s = time.perf_counter() - t0
+        self.t_s = 0.0
+        self.norm = None
+        self.shape = shape
+
+    def camera_frame(self, t_s: float, stage_z_um: float = 0.0) -> np.ndarray:
+        self.t_s = t_s
+        return self.scene.render_frame(t_s, stage_z_um, exposure_ms=EXPOSURE_MS)
+
+    def mean_frame(self, t_s: float, stage_z_um: float) -> np.ndarray:
+        photons = self.scene.expected_frame(t_s, stage_z_um)
+        return self.scene.camera.mean_adu(photons, EXPOSURE_MS).astype(np.float32)
+
+    def noisy_frame(self, t_s: float, stage_z_um: float) -> np.ndarray:
+        return self.scene.render_frame(t_s, stage_z_um, exposure_ms=EXPOSURE_MS).astype(np.float32)
+
+    def oracle(self, noisy: bool = True) -> PlaneRenderOracle:
+        assert self.norm is not None
+        norm = self.norm
+        render = self.noisy_frame if noisy else self.mean_frame
+        return PlaneRenderOracle(
+            lambda z: render(self.t_s, z),
+            self.shape,
+            Optics().pixel_size_um,
+            normalize=norm.apply,
+            z_range_um=(-10.0, 10.0),
+        )
+
+
+def _refocus_fn(args: argparse.Namespace, src: _SimSource) -> Any:
+    if args.model is None:
+        return src.oracle(noisy=not args.noiseless_oracle)
+    from live_deepz.calibration import engine_refocus_fn
+
+    return engine_refocus_fn(args.model, args.backend, device=args.device, precision=args.precision)
+
+
+def _fwhm(img: np.ndarray, px: float) -> dict[str, Any]:
+    return fwhm_summary(fit_beads(img, px).fwhm_um)
+
+
+def bench_surface(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    from live_deepz.sim import samples
+
+    px = Optics().pixel_size_um
+    shape = (args.size, args.size)
+    size_um = args.size * px
+    if kind == "tilt":
+        sample = samples.beads_tilted(
+            args.seed,
+            tilt_deg=1.5,
+            azimuth_deg=args.azimuth,
+            size_um=size_um,
+            density_per_100um2=args.density,
+        )
+        true_dpm = dpm.tilted_plane(shape, px, 1.5, args.azimuth)
+        fit_kind = "plane"
+    else:
+        sample = samples.beads_cylinder(
+            args.seed,
+            radius_um=3600.0,
+            axis_deg=90.0,
+            size_um=size_um,
+            density_per_100um2=args.density,
+        )
+        true_dpm = dpm.cylinder(shape, px, 3600.0, 90.0)
+        fit_kind = "cylinder"
+    src = _SimSource(sample, shape, args.seed, z_range_um=(-11.0, 11.0))
+    raw = src.camera_frame(0.0, 0.0)
+    norm = fit_normalization(raw)
+    src.norm = norm  # type: ignore[assignment]
+    image = norm.apply(raw)
+    refocus = _refocus_fn(args, src)
+    if isinstance(refocus, PlaneRenderOracle):
+        refocus.set_input(image)
+    t0 = time.perf_counter()
+    fmap = estimate_focus_beads(refocus, image, px, offsets_um=SWEEP)
+    t_est = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit = fit_surface(fmap, fit_kind)
+    t_fit = time.perf_counter() - t0
+    warnings = fit.check((-10.0, 10.0))
+    corrected = np.asarray(refocus(image, fit.dpm()[None]))[0]
+    ideal = np.asarray(refocus(image, true_dpm[None]))[0]
+    row: dict[str, Any] = {
+        "scenario": kind,
+        "shape": list(shape),
+        "field_um": size_um,
+        "n_beads_sample": int(sample.params.get("n", 0)),
+        "true_surface_range_um": [float(true_dpm.min()), float(true_dpm.max())],
+        "sweep": SWEEP,
+        "planes_refocused": len(dpm.parse_planes(SWEEP)),
+        "n_detected": int(fmap.info["n_candidates"]),
+        "rejected": fmap.info["rejected"],
+        "fit": fit.to_json() | {"points": None},
+        "n_points": fit.n_points,
+        "n_inliers": fit.n_inliers,
+        "residual_rms_um": fit.residual_rms_um,
+        "dpm_max_error_um": float(np.abs(fit.dpm() - true_dpm).max()),
+        "fwhm_input": _fwhm(image, px),
+        "fwhm_corrected": _fwhm(corrected, px),
+        "fwhm_true_surface": _fwhm(ideal, px),
+        "estimate_s": t_est,
+        "fit_s": t_fit,
+        "scene_build_s": src.build_s,
+        "warnings": warnings,
+    }
+    if kind == "tilt":
+        row["tilt_deg"] = {"true": 1.5, "fit": fit.tilt_deg, "error": fit.tilt_deg - 1.5}
+        row["azimuth_deg"] = {
+            "true": args.azimuth,
+            "fit": fit.azimuth_deg,
+            "error": _angle_err(fit.azimuth_deg, args.azimuth),
+        }
+    else:
+        r = fit.radius_um or math.nan
+        row["radius_um"] = {"true": 3600.0, "fit": r, "rel_error": r / 3600.0 - 1.0}
+        row["axis_deg"] = {
+            "true": 90.0,
+            "fit": fit.axis_deg,
+            "error": _angle_err(fit.axis_deg or 0.0, 90.0, 180.0),
+        }
+        row["convex_towards_objective"] = fit.convex_towards_objective
+    return row
+
+
+def bench_drift(args: argparse.Namespace) -> dict[str, Any]:
+    from live_deepz.sim import samples
+    from live_deepz.sim.scene import DriftTrajectory
+
+    shape = (args.size, args.size)
+    drift = DriftTrajectory.paper(args.seed, 2.0, 10.0, period_s=20.0)
+    src = _SimSource(samples.worm(args.seed), shape, args.seed, drift=drift)
+    raw0 = src.camera_frame(0.0, 0.0)
+    norm = fit_normalization(raw0)  # one normalisation per field of view (paper)
+    src.norm = norm  # type: ignore[assignment]
+    refocus = _refocus_fn(args, src)
+    est = DriftEstimator(refocus, downsample=args.downsample)
+    plan = DriftCompensationPlan(est, drift_filter=KalmanDrift())
+    fps = 3.6
+    served, truth, raw_err, sharp = [], [], [], []
+    t_est = []
+    for i in range(args.drift_frames):
+        t = i / fps
+        raw = src.camera_frame(t, 0.0)
+        image = norm.apply(raw)
+        if isinstance(refocus, PlaneRenderOracle):
+            refocus.set_input(image)
+        t0 = time.perf_counter()
+        m = plan.update(image, i, t * 1000.0)
+        t_est.append(time.perf_counter() - t0)
+        d = plan.dpms_for_frame(i, t * 1000.0, shape)
+        c = float(d[0, 0, 0])
+        z = drift.z_um(t)
+        served.append(c)
+        truth.append(z)
+        raw_err.append((m.defocus_um - z) if m is not None and m.ok else math.nan)
+        if i % args.sharpness_every == 0:
+            # sharpness on noise-free frames (camera noise dominates a gradient measure):
+            # the uncorrected focal plane and the served plane vs the worm's reference plane
+            ref = focus_measure(norm.apply(src.mean_frame(t, z)))
+            if isinstance(refocus, PlaneRenderOracle):
+                corrected = norm.apply(src.mean_frame(t, c))
+            else:
+                corrected = np.asarray(refocus(image, d[:1]))[0]
+            uncorrected = norm.apply(src.mean_frame(t, 0.0))
+            sharp.append((focus_measure(uncorrected) / ref, focus_measure(corrected) / ref))
+    served_a, truth_a = np.array(served), np.array(truth)
+    err = served_a - truth_a
+    settle = 3
+    bias = float(np.median(err[settle:]))
+    raw_e = np.array(raw_err)
+    sh = np.array(sharp)
+    return {
+        "scenario": "drift",
+        "shape": list(shape),
+        "frames": args.drift_frames,
+        "fps": fps,
+        "drift": drift.to_dict(),
+        "true_defocus_um": [float(truth_a.min()), float(truth_a.max())],
+        "estimator": est.describe(),
+        "planes_per_estimate": est.n_planes_per_estimate,
+        "estimate_s_median": float(np.median(t_est)),
+        "tracking_rmse_um": float(np.sqrt(np.mean(err[settle:] ** 2))),
+        "tracking_bias_um": bias,
+        "tracking_rmse_debiased_um": float(np.sqrt(np.mean((err[settle:] - bias) ** 2))),
+        "tracking_max_abs_error_um": float(np.max(np.abs(err[settle:]))),
+        "raw_rmse_um": float(np.sqrt(np.nanmean(raw_e**2))),
+        "raw_rmse_debiased_um": float(np.sqrt(np.nanmean((raw_e - np.nanmedian(raw_e)) ** 2))),
+        "raw_failed": int(np.count_nonzero(np.isnan(raw_e))),
+        "sharpness_vs_in_focus": {
+            "uncorrected_median": float(np.median(sh[:, 0])),
+            "corrected_median": float(np.median(sh[:, 1])),
+            "n_frames": len(sh),
+        },
+        "counters": plan.describe()["counters"],
+        "scene_build_s": src.build_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--oracle", action="store_true", help="physics oracle (default)")
+    src.add_argument("--model", help="trained model (name or folder)")
+    p.add_argument(
+        "--noiseless-oracle",
+        action="store_true",
+        help="oracle planes without camera noise (default: each refocused plane is a noisy "
+        "camera frame at that focus, like a mechanically scanned stack)",
+    )
+    p.add_argument("--scenarios", default="tilt,cylinder,drift")
+    p.add_argument("--size", type=int, default=512, help="frame size (px); 512 ≈ 166 µm")
+    p.add_argument("--azimuth", type=float, default=0.0, help="tilt azimuth (paper: 0)")
+    p.add_argument("--density", type=float, default=0.5, help="beads per 100 µm²")
+    p.add_argument("--drift-frames", type=int, default=72, help="frames at 3.6 fps")
+    p.add_argument("--downsample", type=int, default=4, help="drift reduced-frame factor")
+    p.add_argument("--sharpness-every", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    args = p.parse_args(argv)
+    try:
+        import live_deepz.sim.scene  # noqa: F401
+    except ImportError as exc:
+        print(f"the simulator is needed for the ground truth: {exc}", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {
+        "benchmark": "calibration",
+        "refocus": (
+            args.model
+            if args.model is not None
+            else "physics oracle (simulator re-render"
+            + (", noise-free)" if args.noiseless_oracle else ", camera noise per plane)")
+        ),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "argv": sys.argv[1:] if argv is None else argv,
+        "scenarios": {},
+    }
+    for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
+        t0 = time.perf_counter()
+        if name in ("tilt", "cylinder"):
+            row = bench_surface(args, name)
+        elif name == "drift":
+            row = bench_drift(args)
+        else:
+            print(f"unknown scenario {name!r}", file=sys.stderr)
+            return 2
+        row["wall_s"] = time.perf_counter() - t0
+        results["scenarios"][name] = row
+        _print_row(name, row)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, allow_nan=False, default=str))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _med(s: dict[str, Any]) -> str:
+    return "-" if s["median_um"] is None else f"{s['median_um']:.2f} µm (n={s['n']})"
+
+
+def _print_row(name: str, r: dict[str, Any]) -> None:
+    print(f"\n== {name} ({r['shape'][0]}×{r['shape'][1]}) ==")
+    if name == "drift":
+        lo, hi = r["true_defocus_um"]
+        print(
+            f"  true defocus {lo:.1f}…{hi:.1f} µm, {r['frames']} frames, "
+            f"{r['planes_per_estimate']} planes/estimate"
+        )
+        print(
+            f"  tracking RMSE {r['tracking_rmse_um']:.3f} µm "
+            f"(bias {r['tracking_bias_um']:+.3f}, debiased {r['tracking_rmse_debiased_um']:.3f}, "
+            f"max {r['tracking_max_abs_error_um']:.3f}); raw RMSE {r['raw_rmse_um']:.3f} µm "
+            f"(debiased {r['raw_rmse_debiased_um']:.3f}), {r['raw_failed']} failed"
+        )
+        s = r["sharpness_vs_in_focus"]
+        print(
+            f"  sharpness vs in focus: uncorrected {s['uncorrected_median']:.2f}, "
+            f"corrected {s['corrected_median']:.2f}"
+        )
+        return
+    if name == "tilt":
+        t, a = r["tilt_deg"], r["azimuth_deg"]
+        print(
+            f"  tilt {t['fit']:.3f}° (true 1.5°, error {t['error']:+.3f}°), "
+            f"azimuth {a['fit']:.1f}° (error {a['error']:.1f}°)"
+        )
+    else:
+        print(
+            f"  radius {r['radius_um']['fit'] / 1000:.2f} mm (true 3.6, "
+            f"{100 * r['radius_um']['rel_error']:+.1f} %), axis {r['axis_deg']['fit']:.1f}° "
+            f"(error {r['axis_deg']['error']:.1f}°)"
+        )
+    lo, hi = r["true_surface_range_um"]
+    print(
+        f"  residual RMS {r['residual_rms_um']:.3f} µm over {r['n_inliers']}/{r['n_points']} "
+        f"beads; DPM max error {r['dpm_max_error_um']:.3f} µm; surface {lo:+.2f}…{hi:+.2f} µm"
+    )
+    print(
+        f"  median lateral FWHM: input {_med(r['fwhm_input'])} → fitted surface "
+        f"{_med(r['fwhm_corrected'])} (true surface {_med(r['fwhm_true_surface'])})"
+    )
+    print(
+        f"  estimate {r['estimate_s']:.1f} s ({r['planes_refocused']} planes), "
+        f"fit {r['fit_s']:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

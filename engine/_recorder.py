@@ -1,0 +1,582 @@
+"""The live recorder: every raw frame and every processed frame's planes of a pipeline, to disk.
+
+::
+
+    pipeline.subscribe_raw()  --raw thread-->   RecordingWriter.append_frame  (every frame)
+    pipeline.subscribe_all()  --planes thread-> RecordingWriter.write_planes  (processed ones)
+    stop(): the planes the engine skipped are computed from the raw frames (completion)
+
+Use it around a :class:`~live_deepz.engine.LivePipeline` in ``"live"`` mode (the engine may
+skip frames; the raw stream never does)::
+
+    rec = Recorder(pipeline, "run.ome.tif", model=loaded_model)
+    rec.start()            # before pipeline.start(): subscribes from the first frame
+    pipeline.start()
+    ...
+    summary = rec.stop()   # stops the pipeline, closes the files, completes the planes
+
+Nothing is lost silently: raw frames the recorder could not keep up with (the frame ring
+lapped it) are named in the journal and in :class:`RecordingSummary` (``raw_lost``); a
+write error (disk full, ...) stops the recording with a
+:class:`~live_deepz.recording.RecordingError` whose message says what is safe and what to
+do, and calls ``on_error`` so the caller can stop the camera.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from live_deepz.recording import (
+    CompletionReport,
+    FrameInfo,
+    RecordingError,
+    RecordingWriter,
+    complete_recording,
+)
+
+from ._subscribers import PipelineError
+
+__all__ = ["Recorder", "RecordingSummary", "recorder_metadata"]
+
+logger = logging.getLogger("live_deepz.engine")
+
+_BUFFER_MB = 256
+"""Default memory the pipeline's rings may hold for each of the recorder's subscriptions."""
+
+
+@dataclass
+class RecordingSummary:
+    """What a recording ended with (the CLI prints it, tests check it)."""
+
+    path: str
+    format: str
+    frames_acquired: int = 0
+    """Frames the pipeline popped from the camera."""
+    frames_recorded: int = 0
+    """Raw frames written to the file."""
+    processed_live: int = 0
+    """Frames whose planes the engine computed live and the recorder wrote."""
+    completed_after: int = 0
+    """Frames whose planes were computed after stop from the raw frames."""
+    incomplete: int = 0
+    """Frames still without planes (``live-deepz complete`` finishes them)."""
+    dropped_by_camera: int = 0
+    """Gaps in the camera's frame numbers (never reached the computer)."""
+    skipped_by_engine: int = 0
+    """Frames the live engine skipped (their planes are completed after stop)."""
+    raw_lost: int = 0
+    """Raw frames the recorder missed (the ring overwrote them first); should be 0."""
+    planes_missed: int = 0
+    """Processed frames whose planes the ring overwrote before the recorder stored them
+    (disk slower than the engine); completed after stop like skipped ones."""
+    not_recorded_after_limit: int = 0
+    """Frames that arrived after ``max_frames`` were recorded."""
+    discarded_at_stop: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    pipeline_error: str | None = None
+    completion_s: float = 0.0
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.incomplete == 0 and self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        fps = self.frames_recorded / self.duration_s if self.duration_s > 0 else math.nan
+        out = [
+            f"recording: {self.path} ({self.format})",
+            f"  frames acquired      {self.frames_acquired}",
+            f"  frames written       {self.frames_recorded} ({fps:.1f} fps over "
+            f"{self.duration_s:.1f} s)",
+            f"  planes live          {self.processed_live}",
+            f"  planes completed     {self.completed_after} after stop"
+            + (f" in {self.completion_s:.1f} s" if self.completed_after else ""),
+            f"  planes incomplete    {self.incomplete}",
+            f"  dropped by camera    {self.dropped_by_camera}",
+            f"  skipped by engine    {self.skipped_by_engine} (completed after stop)",
+            f"  planes not stored    {self.planes_missed} (recorder lapped; completed after)",
+            f"  raw frames lost      {self.raw_lost}",
+        ]
+        if self.not_recorded_after_limit:
+            out.append(f"  after --frames limit {self.not_recorded_after_limit} (not recorded)")
+        if self.pipeline_error:
+            out.append(f"  pipeline stopped on: {self.pipeline_error}")
+        if self.error:
+            out.append(f"  ERROR: {self.error}")
+        return out
+
+
+def recorder_metadata(
+    pipeline: Any, model: Any = None, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Model identity, optics, camera and engine description for a recording's header."""
+    meta: dict[str, Any] = {}
+    if model is not None:
+        card = getattr(model, "card", None)
+        meta["model"] = {
+            "name": getattr(card, "name", None),
+            "path": str(getattr(model, "path", "")) or None,
+            "weights_sha256": getattr(model, "weights_sha256", None),
+            "card": card.to_dict() if card is not None and hasattr(card, "to_dict") else None,
+        }
+        if card is not None:
+            meta["optics"] = dict(getattr(card, "optics", {}) or {})
+    else:
+        meta["model"] = {
+            "card": {
+                "dpm_scale_um": getattr(pipeline, "_dpm_scale_um", None),
+                "z_range_um": list(getattr(pipeline, "_z_range_um", ()) or ()) or None,
+            }
+        }
+    backend = getattr(pipeline, "backend", None)
+    describe = getattr(backend, "describe", None)
+    if callable(describe):
+        with contextlib.suppress(Exception):
+            meta["engine"] = describe()
+    meta["pipeline"] = {"mode": getattr(pipeline, "mode", None)}
+    core = getattr(pipeline, "core", None)
+    if core is not None:
+        cam: dict[str, Any] = {}
+        for key, fn in (
+            ("device", "getCameraDevice"),
+            ("exposure_ms", "getExposure"),
+            ("pixel_size_um", "getPixelSizeUm"),
+            ("binning", None),
+            ("image_height", "getImageHeight"),
+            ("image_width", "getImageWidth"),
+            ("bytes_per_pixel", "getBytesPerPixel"),
+            ("focus_device", "getFocusDevice"),
+        ):
+            try:
+                if fn is None:
+                    dev = core.getCameraDevice()
+                    cam[key] = core.getProperty(dev, "Binning") if dev else None
+                else:
+                    cam[key] = getattr(core, fn)()
+            except Exception:
+                continue
+        with contextlib.suppress(Exception):
+            cam["roi"] = list(core.getROI())
+        meta["camera"] = cam
+    if extra:
+        meta.update(dict(extra))
+    return meta
+
+
+def _as_float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class Recorder:
+    """Record a :class:`~live_deepz.engine.LivePipeline`'s raw stream and virtual planes.
+
+    Parameters
+    ----------
+    pipeline
+        The pipeline (``subscribe_raw``, ``subscribe_all``, ``plan``, ``plan_id``,
+        ``normalization``, ``backend``, ``core``, ``stats()``, ``stop()``).
+    path
+        ``NAME.ome.tif`` or ``NAME.ome.zarr`` (see :mod:`live_deepz.recording`).
+    format
+        ``"tiff"`` or ``"zarr"`` (default: from the suffix).
+    model
+        The ``LoadedModel`` in use (its name, weights sha256 and card go into the file).
+    metadata
+        Extra JSON-able header entries.
+    max_frames
+        Record at most this many raw frames (later frames are counted, not written).
+    buffer_mb
+        Memory the pipeline's rings may hold for each subscription (how far the recorder
+        may fall behind before frames are lost): raw frames and plane frames.
+    complete_on_stop
+        Compute the planes the engine skipped when :meth:`stop` is called.
+    on_error
+        Called (from a recorder thread) with the :class:`RecordingError` that stopped it.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        path: str | Path,
+        *,
+        format: str | None = None,
+        model: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        max_frames: int | None = None,
+        buffer_mb: float = _BUFFER_MB,
+        complete_on_stop: bool = True,
+        progress: bool = True,
+        sync_interval_s: float = 5.0,
+        on_error: Callable[[RecordingError], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.path = Path(path)
+        self.format = format
+        self.model = model
+        self.extra = dict(metadata or {})
+        self.overwrite = overwrite
+        self.max_frames = None if max_frames is None else int(max_frames)
+        self.buffer_mb = float(buffer_mb)
+        self.complete_on_stop = complete_on_stop
+        self.progress = progress
+        self.sync_interval_s = sync_interval_s
+        self.on_error = on_error
+        self.writer: RecordingWriter | None = None
+        self._cond = threading.Condition()
+        self._index_to_t: collections.deque[tuple[int, int]] = collections.deque()
+        self._raw_last_index = -1
+        self._raw_done = False
+        self._threads: list[threading.Thread] = []
+        self._error: RecordingError | None = None
+        self._pipeline_error: str | None = None
+        self._plans: dict[int, Any] = {}
+        self._norm_obj: Any = None
+        self._norm_lock = threading.Lock()
+        self._raw_lost: list[int] = []
+        self._after_limit = 0
+        self._planes_live = 0
+        self._planes_missed = 0
+        self._planes_dropped: collections.Counter[str] = collections.Counter()
+        self._t_start = 0.0
+        self._t_stop = 0.0
+        self._stopped = False
+        self.summary: RecordingSummary | None = None
+        self.completion: CompletionReport | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def error(self) -> RecordingError | None:
+        """The write error that stopped the recording, if any."""
+        return self._error
+
+    @property
+    def frames_written(self) -> int:
+        return 0 if self.writer is None else self.writer.n_frames
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Open the files and subscribe (call before ``pipeline.start()``)."""
+        if self.writer is not None:
+            raise RuntimeError("this Recorder was already started; make a new one")
+        p = self.pipeline
+        core = p.core
+        h, w = int(core.getImageHeight()), int(core.getImageWidth())
+        bpp = int(core.getBytesPerPixel())
+        dtype = np.dtype({1: np.uint8, 2: np.uint16, 4: np.uint32}.get(bpp, np.uint16))
+        try:
+            px = float(core.getPixelSizeUm())
+        except Exception:
+            px = 0.0
+        plan = p.plan
+        offsets = np.asarray(plan.offsets_um, dtype=np.float64).reshape(-1)
+        meta = recorder_metadata(p, self.model, self.extra)
+        meta["plan"] = dict(plan.describe())
+        self._exposure_ms = _as_float(getattr(core, "getExposure", lambda: math.nan)())
+        self.writer = RecordingWriter(
+            self.path,
+            frame_shape=(h, w),
+            offsets_um=offsets,
+            format=self.format,
+            raw_dtype=dtype,
+            pixel_size_um=px if px > 0 else None,
+            metadata=meta,
+            overwrite=self.overwrite,
+            sync_interval_s=self.sync_interval_s,
+        )
+        self._note_plan(first_index=0)
+        self._note_normalization(first_index=0)
+        frame_mb = h * w * dtype.itemsize / 2**20
+        planes_mb = offsets.size * h * w * 4 / 2**20
+        raw_slots = int(max(32, min(4096, self.buffer_mb / max(frame_mb, 1e-6))))
+        plane_slots = int(max(4, min(256, self.buffer_mb / max(planes_mb, 1e-6))))
+        self._raw_sub = p.subscribe_raw(maxsize=raw_slots, name="recorder-raw")
+        self._planes_sub = p.subscribe_all(maxsize=plane_slots, name="recorder-planes")
+        self._t_start = time.perf_counter()
+        self._threads = [
+            threading.Thread(target=self._raw_loop, name="live-deepz-rec-raw", daemon=True),
+            threading.Thread(target=self._planes_loop, name="live-deepz-rec-planes", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # ------------------------------------------------------------------ helpers
+    def _note_plan(self, first_index: int) -> int:
+        """Journal the pipeline's current plan when it is new; returns its id."""
+        p = self.pipeline
+        for _ in range(3):  # plan and plan_id are two reads: retry if set_plan raced us
+            pid, plan = int(p.plan_id), p.plan
+            if int(p.plan_id) == pid:
+                break
+        if pid not in self._plans:
+            self._plans[pid] = plan
+            assert self.writer is not None
+            self.writer.add_plan(
+                pid,
+                dict(plan.describe()),
+                first_index=first_index,
+                offsets_um=np.asarray(plan.offsets_um),
+                surface_um=getattr(plan, "surface_um", None),
+            )
+        return pid
+
+    def _note_normalization(self, first_index: int, *, first_only: bool = False) -> None:
+        """Journal the pipeline's normalisation when it changed.
+
+        The planes thread calls it with the index of each processed frame (a refit applies
+        from the frame it was fitted on); the raw thread only records the first one (so a
+        recording whose planes were all lapped still has it), hence ``first_only``.
+        """
+        norm = getattr(self.pipeline, "normalization", None)
+        with self._norm_lock:
+            if norm is None or norm is self._norm_obj:
+                return
+            if first_only and self._norm_obj is not None:
+                return
+            self._norm_obj = norm
+            assert self.writer is not None
+            self.writer.set_normalization(norm.background, norm.scale, first_index=first_index)
+
+    def _set_error(self, err: RecordingError) -> None:
+        with self._cond:
+            if self._error is not None:
+                return
+            self._error = err
+            self._cond.notify_all()
+        logger.error("recording stopped: %s", err)
+        for sub in (self._raw_sub, self._planes_sub):
+            sub.close()
+        if self.on_error is not None:
+            try:
+                self.on_error(err)
+            except Exception:  # the callback must not kill the recorder thread
+                logger.exception("Recorder on_error callback failed")
+
+    # ------------------------------------------------------------------ threads
+    def _raw_loop(self) -> None:
+        sub, writer = self._raw_sub, self.writer
+        assert writer is not None
+        try:
+            while self._error is None:
+                try:
+                    f = sub.get(timeout=0.2)
+                except PipelineError as exc:
+                    self._pipeline_error = str(exc)
+                    break
+                if f is None:
+                    if sub.ended or sub.closed:
+                        break
+                    continue
+                if f.missed_before:
+                    self._raw_lost.extend(f.missed_before)
+                    writer.event(
+                        f"{len(f.missed_before)} raw frame(s) lost: the recorder fell behind "
+                        "the camera by more than the frame ring holds (disk too slow?)",
+                        indices=list(f.missed_before)[:1000],
+                    )
+                if self.max_frames is not None and writer.n_frames >= self.max_frames:
+                    self._after_limit += 1
+                    continue
+                pid = self._note_plan(first_index=f.index)
+                self._note_normalization(first_index=f.index, first_only=True)
+                md = f.metadata
+                exposure = _as_float(md.get("live_deepz.exposure_ms", md.get("Exposure-ms")))
+                info = FrameInfo(
+                    index=f.index,
+                    camera_frame=f.camera_frame,
+                    camera_time_ms=f.camera_time_ms,
+                    core_time_ms=_as_float(md.get("ElapsedTime-ms")),
+                    arrival_s=f.arrival_s,
+                    stage_z_um=f.stage_z_um,
+                    exposure_ms=exposure if math.isfinite(exposure) else self._exposure_ms,
+                    plan_id=pid,
+                )
+                t = writer.append_frame(f.image, info)
+                with self._cond:
+                    self._index_to_t.append((f.index, t))
+                    self._raw_last_index = f.index
+                    self._cond.notify_all()
+                sub.mark_written()
+        except RecordingError as exc:
+            self._set_error(exc)
+        except Exception as exc:  # a bug: keep what was written, say so
+            self._set_error(RecordingError(f"the raw recorder failed: {type(exc).__name__}: {exc}"))
+        finally:
+            self._t_stop = time.perf_counter()
+            with self._cond:
+                self._raw_done = True
+                self._cond.notify_all()
+
+    def _t_of(self, index: int) -> int | None:
+        """The file position of pipeline frame ``index`` once the raw thread wrote it."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._raw_last_index >= index or self._raw_done or self._error is not None
+            )
+            q = self._index_to_t
+            while q and q[0][0] < index:
+                q.popleft()
+            if q and q[0][0] == index:
+                return q.popleft()[1]
+            return None
+
+    def _planes_loop(self) -> None:
+        sub, writer = self._planes_sub, self.writer
+        assert writer is not None
+        k = writer.n_planes
+        try:
+            while self._error is None:
+                try:
+                    pf = sub.get(timeout=0.2)
+                except PipelineError as exc:
+                    self._pipeline_error = self._pipeline_error or str(exc)
+                    break
+                if pf is None:
+                    if sub.ended or sub.closed:
+                        break
+                    continue
+                if pf.missed_before:  # completed after stop from the raw frames
+                    self._planes_missed += len(pf.missed_before)
+                t = self._t_of(pf.index)
+                if t is None:
+                    self._planes_dropped["no raw frame"] += 1
+                    continue
+                if pf.planes.shape[0] != k:
+                    self._planes_dropped[f"plan with {pf.planes.shape[0]} planes"] += 1
+                    continue
+                if pf.plan_id not in writer.state.plans:
+                    writer.add_plan(
+                        pf.plan_id,
+                        dict(pf.plan),
+                        first_index=pf.index,
+                        offsets_um=np.asarray(pf.offsets_um),
+                    )
+                self._note_normalization(first_index=pf.index)
+                writer.write_planes(t, pf.planes, plan_id=pf.plan_id, source="live")
+                self._planes_live += 1
+                sub.mark_written()
+        except RecordingError as exc:
+            self._set_error(exc)
+        except Exception as exc:
+            self._set_error(
+                RecordingError(f"the plane recorder failed: {type(exc).__name__}: {exc}")
+            )
+
+    # ------------------------------------------------------------------ stop
+    def stop(self, complete: bool | None = None, timeout: float = 30.0) -> RecordingSummary:
+        """Stop the pipeline (if running), finish the files, complete the planes.
+
+        Returns the :class:`RecordingSummary`. A write error that stopped the recording is
+        in ``summary.error`` (it is not raised here, so the caller always gets a summary;
+        the CLI turns it into exit status 1).
+        """
+        if self._stopped:
+            assert self.summary is not None
+            return self.summary
+        self._stopped = True
+        p = self.pipeline
+        if getattr(p, "state", "idle") in ("running", "stopping"):
+            try:
+                p.stop()
+            except Exception as exc:  # the camera is gone: record what we have
+                self._pipeline_error = self._pipeline_error or f"stop failed: {exc}"
+        deadline = time.perf_counter() + timeout
+        for th in self._threads:
+            th.join(max(0.1, deadline - time.perf_counter()))
+        if any(th.is_alive() for th in self._threads):  # never hang on a stuck subscription
+            for sub in (self._raw_sub, self._planes_sub):
+                sub.close()
+            for th in self._threads:
+                th.join(2.0)
+        writer = self.writer
+        assert writer is not None
+        stats = None
+        with contextlib.suppress(Exception):
+            stats = p.stats()
+        if stats is not None and self._pipeline_error is None and stats.error:
+            self._pipeline_error = stats.error
+        s = RecordingSummary(path=str(writer.paths.base), format=writer.format)
+        if stats is not None:
+            s.frames_acquired = int(stats.frames_in)
+            s.dropped_by_camera = int(stats.dropped_camera)
+            s.skipped_by_engine = int(stats.dropped_engine)
+            s.discarded_at_stop = int(stats.discarded_at_stop)
+        s.frames_recorded = writer.n_frames
+        s.processed_live = self._planes_live
+        s.raw_lost = len(self._raw_lost)
+        s.planes_missed = self._planes_missed
+        s.not_recorded_after_limit = self._after_limit
+        s.duration_s = max(0.0, (self._t_stop or time.perf_counter()) - self._t_start)
+        s.pipeline_error = self._pipeline_error
+        for what, n in self._planes_dropped.items():
+            s.events.append(f"{n} plane frame(s) not stored live ({what}); completed after stop")
+        if self._planes_missed:
+            s.events.append(
+                f"{self._planes_missed} processed frame(s) were lapped before the recorder "
+                "stored their planes (completed after stop)"
+            )
+        with contextlib.suppress(RecordingError):
+            self._note_normalization(first_index=0, first_only=True)
+        summary_json = {k: v for k, v in s.as_dict().items() if k != "events"}
+        if self._error is not None:
+            s.error = str(self._error)
+            try:
+                writer.close(summary_json)
+            except RecordingError:
+                writer.abort()
+            s.incomplete = int((~writer.complete_mask()).sum())
+            self.summary = s
+            return s
+        try:
+            writer.close(summary_json)
+        except RecordingError as exc:
+            s.error = str(exc)
+            s.incomplete = int((~writer.complete_mask()).sum())
+            self.summary = s
+            return s
+        todo = len(writer.incomplete())
+        do_complete = self.complete_on_stop if complete is None else complete
+        if todo and do_complete:
+            try:
+                self.completion = complete_recording(
+                    writer.paths.base,
+                    p.backend.infer,
+                    plans=self._plans,
+                    dpm_scale_um=getattr(p, "_dpm_scale_um", None),
+                    z_range_um=getattr(p, "_z_range_um", None),
+                    allow_out_of_range=bool(getattr(p, "_allow_oor", False)),
+                    progress=self.progress,
+                    summary=summary_json,
+                )
+                s.completed_after = self.completion.completed
+                s.completion_s = self.completion.seconds
+                todo = self.completion.n_frames - (
+                    self.completion.already_complete + self.completion.completed
+                )
+            except RecordingError as exc:
+                s.error = str(exc)
+        s.incomplete = todo
+        self.summary = s
+        return s

@@ -1,0 +1,46 @@
+"""Recordings: every raw camera frame plus the K virtual planes of each frame, crash-safe.
+
+Layout (see ``docs/RECORDING.md``)::
+
+    NAME.ome.tif          raw frames        (T, [C,] Y, X)     camera dtype, lossless
+    NAME.planes.ome.tif   virtual planes    (T, [C,] Z, Y, X)  float32
+    NAME.journal.jsonl    append-only journal: header, one line per frame, plans, ...
+
+or one folder ``NAME.ome.zarr`` (NGFF 0.5 images ``raw`` and ``planes`` + ``journal.jsonl``).
+
+- :class:`RecordingWriter` writes them (the live ``Recorder`` of ``live_deepz.engine`` and
+  offline refocusing use it);
+- :func:`open_recording` reads them lazily, also after ``kill -9``;
+- :func:`complete_recording` computes the virtual planes the live engine could not.
+"""
+
+from ._common import (
+    FORMATS,
+    FrameInfo,
+    LazyFrames,
+    RecordingError,
+    RecordingPaths,
+    guess_format,
+    recording_paths,
+)
+from ._complete import CompletionReport, complete_recording, plan_from_record
+from ._reader import Recording, open_recording
+from ._writer import RecordingWriter, find_journal, load_journal
+
+__all__ = [
+    "FORMATS",
+    "CompletionReport",
+    "FrameInfo",
+    "LazyFrames",
+    "Recording",
+    "RecordingError",
+    "RecordingPaths",
+    "RecordingWriter",
+    "complete_recording",
+    "find_journal",
+    "guess_format",
+    "load_journal",
+    "open_recording",
+    "plan_from_record",
+    "recording_paths",
+]

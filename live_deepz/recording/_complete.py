@@ -1,0 +1,242 @@
+"""Finish the virtual planes of a recording from its raw frames and its DPM timeline.
+
+A virtual plane is a deterministic function of (raw frame, normalisation, DPM, model), and
+the journal records all but the model's weights (it records their sha256). This module
+knows nothing of inference engines: the caller hands in ``infer(image, dpms_net, out)``
+(``live_deepz.engine`` backends have exactly that method).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..dpm import StaticPlanePlan, check_range, to_network_units
+from ..errors import InputError, LiveDeepzError
+from ..normalize import Normalization, fit_normalization
+from ._common import RecordingError
+from ._writer import RecordingWriter
+
+__all__ = ["CompletionReport", "complete_recording", "plan_from_record"]
+
+InferFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
+@dataclass
+class CompletionReport:
+    """What :func:`complete_recording` did."""
+
+    path: Path
+    n_frames: int
+    already_complete: int
+    completed: int
+    skipped: list[int] = field(default_factory=list)
+    """Frames that could not be completed (their plan has a different number of planes)."""
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.already_complete + self.completed == self.n_frames
+
+
+def plan_from_record(
+    rec: Mapping[str, Any], shape: tuple[int, int], pixel_size_um: float | None, folder: Path
+) -> StaticPlanePlan:
+    """Rebuild a plane plan from its journal record (``describe()`` + saved surface)."""
+    desc = rec.get("plan") or {}
+    ptype = desc.get("type", "static")
+    if ptype != "static":
+        raise RecordingError(
+            f"plan {rec.get('plan_id')} is of type {ptype!r}, which cannot be rebuilt from the "
+            "recording; complete the recording from the live app that recorded it"
+        )
+    offsets: Any = desc.get("offsets_um", rec.get("offsets_um"))
+    if offsets is None:
+        raise RecordingError(f"plan {rec.get('plan_id')} has no plane offsets")
+    surface: Any = desc.get("surface")
+    try:
+        if surface is None:
+            return StaticPlanePlan(offsets)
+        if surface.get("kind") == "array" and "path" not in surface:
+            name = rec.get("surface_file")
+            if not name:
+                raise RecordingError(
+                    f"plan {rec.get('plan_id')} uses a surface array that was not saved with "
+                    "the recording; its planes cannot be rebuilt"
+                )
+            from ..dpm import from_surface
+
+            return StaticPlanePlan(
+                offsets, from_surface(folder / name, shape=shape), surface_spec=dict(surface)
+            )
+        return StaticPlanePlan.from_spec(offsets, dict(surface), shape, pixel_size_um or 1.0)
+    except InputError as exc:
+        raise RecordingError(f"cannot rebuild plan {rec.get('plan_id')}: {exc}") from None
+
+
+def _pick(records: Sequence[Mapping[str, Any]], index: int) -> Mapping[str, Any] | None:
+    """The record with the largest ``first_index <= index`` (else the earliest one)."""
+    best = None
+    for rec in sorted(records, key=lambda r: int(r.get("first_index", 0))):
+        if best is None or int(rec.get("first_index", 0)) <= index:
+            best = rec
+    return best
+
+
+def complete_recording(
+    path: str | os.PathLike[str],
+    infer: InferFn | Sequence[InferFn],
+    *,
+    plans: Mapping[int, Any] | None = None,
+    dpm_scale_um: float | None = None,
+    z_range_um: tuple[float, float] | None = None,
+    allow_out_of_range: bool = False,
+    progress: bool = True,
+    summary: Mapping[str, Any] | None = None,
+) -> CompletionReport:
+    """Compute and store the missing virtual planes of the recording at ``path``.
+
+    Parameters
+    ----------
+    infer
+        ``infer(image (H, W) f32 normalised, dpms_net (K, H, W) f32, out (K, H, W) f32)``,
+        one per channel (or one for all).
+    plans
+        ``plan_id -> plan object`` to use instead of rebuilding them from the journal (the
+        live recorder passes the pipeline's own plans).
+    dpm_scale_um, z_range_um
+        Default: the model card stored in the recording.
+    progress
+        Show a tqdm progress bar on stderr.
+
+    The recording is reopened for appending (a killed recording is repaired first: torn
+    tails dropped, the metadata rewritten at the end). Raises :class:`RecordingError`.
+    """
+    t_start = time.perf_counter()
+    writer = RecordingWriter.reopen(path)
+    try:
+        if writer.kind != "recording":
+            raise RecordingError(
+                f"{writer.paths.base} is a refocus output (no raw frames); run refocus again"
+            )
+        header = writer.header
+        card = ((header.get("metadata") or {}).get("model") or {}).get("card") or {}
+        scale = float(dpm_scale_um or card.get("dpm_scale_um") or 10.0)
+        zr = z_range_um or tuple(card.get("z_range_um") or ()) or None
+        infers = list(infer) if isinstance(infer, Sequence) else [infer]
+        n_c = writer.n_channels
+        if len(infers) == 1 and n_c > 1:
+            infers = infers * n_c
+        if len(infers) != n_c:
+            raise RecordingError(f"{len(infers)} inference functions for {n_c} channels")
+        todo = writer.incomplete()
+        n = writer.n_frames
+        report = CompletionReport(writer.paths.base, n, n - len(todo), 0)
+        shape = writer.frame_shape
+        k = writer.n_planes
+        st = writer.state
+        plan_recs = list(st.plans.values())
+        built: dict[int, Any] = dict(plans or {})
+        norms: dict[int, list[Mapping[str, Any]]] = {}
+        for nr in st.normalizations:
+            norms.setdefault(int(nr.get("channel", 0)), []).append(nr)
+        # a recording in which no frame was processed has no normalisation yet: fit it the
+        # way the live pipeline does, on the first frame, and record it
+        for c in range(n_c):
+            if c not in norms and n:
+                first = np.asarray(writer.read_raw(0)).reshape(n_c, *shape)[c]
+                try:
+                    nz = fit_normalization(first)
+                except InputError as exc:
+                    raise RecordingError(
+                        f"cannot fit the intensity normalisation on the first frame: {exc}"
+                    ) from None
+                writer.set_normalization(nz.background, nz.scale, first_index=0, channel=c)
+                norms[c] = [st.normalizations[-1]]
+        out = np.empty((n_c, k, *shape), dtype=np.float32)
+        x = np.empty(shape, dtype=np.float32)
+        known_plan = [st.planes_plan[t] if st.complete[t] else -1 for t in range(n)]
+        bar = None
+        if progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="completing virtual planes", unit="frame")
+        last_pid = -1
+        for t in todo:
+            info = st.frames[t]
+            index = info.index if info.index >= 0 else t
+            pid = info.plan_id
+            if pid < 0 or (pid not in st.plans and pid not in built):
+                # the plan of the nearest earlier processed frame, else the one in effect
+                pid = next((known_plan[u] for u in range(t, -1, -1) if known_plan[u] >= 0), -1)
+                if pid < 0:
+                    picked = _pick(plan_recs, index)
+                    pid = int(picked["plan_id"]) if picked is not None else 0
+            plan = built.get(pid)
+            if plan is None:
+                rec: Any = st.plans.get(pid)
+                if rec is None:  # no plan journaled: the header's plan, else its offsets
+                    desc = (header.get("metadata") or {}).get("plan") or {
+                        "type": "static",
+                        "offsets_um": [float(v) for v in writer.offsets_um],
+                        "surface": None,
+                    }
+                    rec = {"plan_id": pid, "plan": desc}
+                plan = built[pid] = plan_from_record(
+                    rec, shape, writer.pixel_size_um, writer.paths.folder
+                )
+            t_ms = info.camera_time_ms if math.isfinite(info.camera_time_ms) else 0.0
+            dpms = np.asarray(plan.dpms_for_frame(index, t_ms, shape), dtype=np.float32)
+            if dpms.shape[0] != k:
+                report.skipped.append(t)
+                continue
+            if zr is not None and pid != last_pid:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    check_range(dpms, zr, allow=allow_out_of_range, what=f"plan {pid}")
+            last_pid = pid
+            net = to_network_units(dpms, scale)
+            raw = np.asarray(writer.read_raw(t)).reshape(n_c, *shape)
+            for c in range(n_c):
+                nrec = _pick(norms[c], index)
+                assert nrec is not None
+                Normalization(nrec["background"], nrec["scale"]).apply(raw[c], out=x)
+                infers[c](x, net, out[c])
+            planes = out if writer.channels is not None else out[0]
+            writer.write_planes(t, planes, plan_id=pid, source="completed")
+            report.completed += 1
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if report.skipped:
+            writer.event(
+                f"{len(report.skipped)} frame(s) used a plan with a different number of planes "
+                "and were not completed",
+                frames=report.skipped[:1000],
+            )
+        report.seconds = time.perf_counter() - t_start
+        writer.close(
+            {
+                **dict(summary or {}),
+                "completed_after": report.completed,
+                "completion_s": round(report.seconds, 3),
+            }
+        )
+        return report
+    except BaseException as exc:
+        # keep the files finished (OME-XML, end line) even when completion stops early
+        try:
+            writer.event(f"completion stopped: {type(exc).__name__}: {exc}")
+            writer.close(summary)
+        except (LiveDeepzError, OSError):
+            writer.abort()
+        raise

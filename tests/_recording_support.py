@@ -1,0 +1,82 @@
+"""Helpers for the recording / record / refocus tests: a tiny model, slow backends, a sim."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHAPE = (64, 64)
+
+
+def make_tiny_model(folder: Path, name: str = "tiny", seed: int = 0) -> Path:
+    """A width-0.125 Deep-Z generator saved as a model folder (random weights)."""
+    import torch
+
+    from live_deepz.modelfile import ModelCard, save_model
+    from live_deepz.network import DeepZConfig, DeepZGenerator
+    from live_deepz.optics import Optics
+
+    torch.manual_seed(seed)
+    gen = DeepZGenerator(DeepZConfig(width=0.125))
+    card = ModelCard.for_generator(name, gen, Optics(), (-10.0, 10.0))
+    return save_model(folder / name, gen, card)
+
+
+class SlowBackend:
+    """Wraps a backend; sleeps ``delay`` s per ``infer`` while ``slow`` is True."""
+
+    def __init__(self, inner: Any, delay: float = 0.05) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.slow = True
+        self.calls = 0
+        self.name = getattr(inner, "name", "slow")
+        self.precision = getattr(inner, "precision", "fp32")
+        self.device = getattr(inner, "device", "cpu")
+
+    def prepare(self, height: int, width: int, n_planes: int) -> None:
+        self.inner.prepare(height, width, n_planes)
+
+    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
+        self.calls += 1
+        if self.slow:
+            time.sleep(self.delay)
+        self.inner.infer(image, dpms_net, out)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "slow", "inner": getattr(self.inner, "describe", dict)()}
+
+
+class FakeBackend:
+    """``out[k] = image + dpms_net[k]``: exact, fast, deterministic (no torch)."""
+
+    name = "fake"
+    precision = "fp32"
+    device = "cpu"
+
+    def prepare(self, height: int, width: int, n_planes: int) -> None:
+        pass
+
+    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
+        np.add(image[None], dpms_net, out=out)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "fake"}
+
+
+def sim_core(exposure_ms: float = 10.0, shape: tuple[int, int] = SHAPE) -> Any:
+    from live_deepz.microscope import NoiseFrameSource, open_core
+
+    return open_core("sim", scene=NoiseFrameSource(shape, seed=1), exposure_ms=exposure_ms)
+
+
+def wait_for(cond: Any, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,149 @@
+"""``live-deepz record`` and ``live-deepz complete`` on the simulated microscope (64 px)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from _recording_support import make_tiny_model
+
+from live_deepz.cli import main
+from live_deepz.recording import open_recording
+
+pytestmark = pytest.mark.timeout(240)
+
+FAST = ["--backend", "torch", "--precision", "fp32", "--no-progress"]
+SIM = ["--sim", "--sim-size", "64", "--fps", "50"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import torch
+
+    torch.set_num_threads(1)
+    return str(make_tiny_model(tmp_path_factory.mktemp("models")))
+
+
+def test_record_sim_frames_prints_a_summary_and_writes_a_complete_file(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.ome.tif"
+    rc = main(
+        [
+            "record",
+            *SIM,
+            "--frames",
+            "15",
+            "--planes=-2:2:2",
+            "--model",
+            model,
+            *FAST,
+            "-o",
+            str(out),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    for key in (
+        "frames acquired",
+        "frames written       15",
+        "planes live",
+        "planes completed",
+        "dropped by camera",
+        "raw frames lost      0",
+        "planes incomplete    0",
+    ):
+        assert key in text, text
+    assert tifffile.imread(out).shape == (15, 64, 64)
+    with open_recording(out) as r:
+        assert r.n_frames == 15 and r.complete.all() and r.finished
+        assert np.all(np.diff(r.frame_numbers) == 1)
+        np.testing.assert_array_equal(r.offsets_um, [-2, 0, 2])
+        assert r.metadata["model"]["card"]["name"] == "tiny"
+        assert r.metadata["command"].startswith("live-deepz record")
+        assert np.isfinite(np.asarray(r.planes)).all()
+
+
+def test_record_zarr_without_completion_then_complete_cli(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.ome.zarr"
+    rc = main(
+        [
+            "record",
+            *SIM,
+            "--frames",
+            "12",
+            "--offset-um",
+            "1",
+            "--model",
+            model,
+            *FAST,
+            "--no-complete",
+            "--format",
+            "zarr",
+            "-o",
+            str(out),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    with open_recording(out) as r:
+        n, done = r.n_frames, int(r.complete.sum())
+    assert n == 12
+    rc = main(["complete", str(out), *FAST])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert f"completed now      {n - done}" in text and "incomplete         0" in text
+    with open_recording(out) as r:
+        assert r.complete.all()
+    rc = main(["complete", str(out), "--model", model, *FAST])  # idempotent
+    assert rc == 0
+
+
+def test_complete_refuses_a_different_model(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from live_deepz.recording import FrameInfo, RecordingWriter
+
+    w = RecordingWriter(
+        tmp_path / "r.ome.tif",
+        frame_shape=(16, 16),
+        offsets_um=[0.0],
+        metadata={"model": {"path": model, "weights_sha256": "0" * 64}},
+    )
+    w.append_frame(np.ones((16, 16), np.uint16), FrameInfo(index=0))
+    w.close()
+    rc = main(["complete", str(tmp_path / "r.ome.tif"), *FAST])
+    text = capsys.readouterr().err
+    assert rc == 1 and "sha256" in text and "--any-model" in text
+
+
+@pytest.mark.parametrize("flag", [["--drift-compensation"], ["--channels", "GFP,RFP"]])
+def test_unbuilt_options_say_so_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
+) -> None:
+    rc = main(["record", "--sim", *flag, "-o", str(tmp_path / "x.ome.tif")])
+    assert rc == 2 and "not built yet" in capsys.readouterr().err
+    assert not (tmp_path / "x.ome.tif").exists()
+
+
+def test_bad_record_arguments(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["record", "--sim", "--frames", "0", "-o", str(tmp_path / "x.ome.tif")])
+    assert rc == 1 and "--frames must be >= 1" in capsys.readouterr().err
+    rc = main(
+        [
+            "record",
+            "--config",
+            str(tmp_path / "none.cfg"),
+            "--model",
+            model,
+            "-o",
+            str(tmp_path / "x.ome.tif"),
+        ]
+    )
+    assert rc == 1 and "configuration file not found" in capsys.readouterr().err
