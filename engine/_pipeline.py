@@ -124,6 +124,10 @@ class _PlanState:
     n_planes: int
     offsets_um: np.ndarray  # (K,) float64, read-only
     description: Mapping[str, Any]
+    feedback: Callable[[np.ndarray, int, float], Any] | None = None
+    """A dynamic plan's ``update(image_norm, frame_index, timestamp_ms)`` (drift compensation):
+    called with each normalised frame before ``dpms_for_frame``; its ``describe()`` is then
+    stored per frame, so recordings hold the DPM timeline."""
 
 
 class _Run:
@@ -378,6 +382,7 @@ class LivePipeline:
             n_planes=int(offsets.size),
             offsets_um=offsets,
             description=MappingProxyType(dict(plan.describe())),
+            feedback=update if callable(update := getattr(plan, "update", None)) else None,
         )
 
     def _camera_shape(self) -> tuple[int, int] | None:
@@ -817,7 +822,7 @@ class LivePipeline:
         t1 = time.perf_counter()
 
         ps = self._plan_state
-        dpm_net = self._dpms(run, ps, meta)
+        dpm_net = self._dpms(run, ps, meta, x)
         t2 = time.perf_counter()
 
         pslot = run.planes.claim()
@@ -833,7 +838,7 @@ class LivePipeline:
                 n_planes=ps.n_planes,
                 offsets_um=ps.offsets_um,
                 plan_id=ps.plan_id,
-                plan=ps.description,
+                plan=ps.description if ps.feedback is None else dict(ps.plan.describe()),
             ),
             index=meta.index,
         )
@@ -841,7 +846,9 @@ class LivePipeline:
         stages["publish"] = time.perf_counter() - t3
         stats.on_processed(meta.arrival_s, t3, stages)
 
-    def _dpms(self, run: _Run, ps: _PlanState, meta: FrameMeta) -> np.ndarray:
+    def _dpms(
+        self, run: _Run, ps: _PlanState, meta: FrameMeta, image_norm: np.ndarray
+    ) -> np.ndarray:
         """This frame's ``(K, H, W)`` DPMs in network units, converted once per plan array.
 
         A static plan returns the same read-only array every frame: it is range-checked and
@@ -856,6 +863,8 @@ class LivePipeline:
         t_ms = meta.camera_time_ms
         if not math.isfinite(t_ms):
             t_ms = (meta.arrival_s - run.t0) * 1e3
+        if ps.feedback is not None:  # e.g. drift compensation: it sees the frame first
+            ps.feedback(image_norm, meta.index, t_ms)
         dpms = ps.plan.dpms_for_frame(meta.index, t_ms, run.shape)
         if (
             dpms is run.dpm_src

@@ -575,6 +575,52 @@ def test_dynamic_plan_is_asked_every_frame() -> None:
         assert f.plan == {"type": "ramp", "step": 1.0}
 
 
+class FollowPlan(RampPlan):
+    """A feedback plan (like drift compensation): DPM = mean of the frame it last saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, float]] = []
+        self.level = 0.0
+
+    def update(self, image_norm: np.ndarray, frame_index: int, timestamp_ms: float) -> None:
+        self.level = float(np.clip(image_norm.mean(), -5.0, 5.0))
+        self.seen.append((frame_index, self.level))
+
+    def dpms_for_frame(self, frame_index: int, timestamp_ms: float, shape: Any) -> np.ndarray:
+        assert self.seen and self.seen[-1][0] == frame_index  # update came first
+        return np.full((1, *shape), self.level, np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "follow", "level": self.level}
+
+
+def test_feedback_plan_sees_each_normalised_frame_first_and_is_recorded_per_frame() -> None:
+    norm = Normalization(background=1000.0, scale=400.0)
+    plan = FollowPlan()
+    p = LivePipeline(
+        sim_core(exposure_ms=3.0),
+        FakeBackend(),
+        plan,
+        z_range_um=Z_RANGE,
+        dpm_scale_um=SCALE,
+        mode="lossless",
+        normalization=norm,
+    )
+    rec = Collector(p.subscribe_all(maxsize=256))
+    raw = Collector(p.subscribe_raw(maxsize=256))
+    p.start()
+    wait_until(processed(p, 8))
+    p.stop()
+    rec.join()
+    raw.join()
+    seen = dict(plan.seen)
+    for f, r in zip(rec.frames, raw.frames, strict=False):
+        level = float(np.clip(norm.apply(r.image).mean(), -5.0, 5.0))
+        assert seen[f.index] == pytest.approx(level, rel=1e-5)
+        assert f.plan == {"type": "follow", "level": pytest.approx(level, rel=1e-5)}
+
+
 def test_dynamic_plan_leaving_the_range_stops_with_a_clear_error() -> None:
     before = our_threads()
     p = LivePipeline(
