@@ -1,0 +1,723 @@
+"""The Deep-Z LS-GAN trainer (paper Methods, "Training and testing of the Deep-Z network").
+
+Losses, exactly as printed (Eqs. 4-5), with ``N`` the batch::
+
+    L_G = ½·mean[(D(G(x)) − 1)²] + α·½·MAE(G(x), z)        α = 0.02
+    L_D = ½·mean[D(G(x))²] + ½·mean[(D(z) − 1)²]
+
+Adam (lr 1e-4 for G, 3e-5 for D). One *iteration* draws one batch and makes 6 generator and
+3 discriminator updates on it, interleaved ``D G G D G G D G G`` (the paper's "~400k
+iterations ≈ 50 epochs" only fits one batch per iteration). Every ``val_every`` steps the
+generator's MAE on (a fixed subset of) the validation pairs is measured and the generator
+with the lowest validation MAE is the one written as the model (``save_model``), with its
+card filled from the data. The validation before any training is the baseline, so the kept
+model is never worse than the initial one on validation.
+
+**L1-only pre-training** (``pretrain_steps``): generator updates with the MAE alone, one
+batch per step, before the GAN phase (same Adam state). The GAN phase costs 9 network
+updates per iteration; on a CPU a short L1-only run (``steps = 0``) is the practical
+default and already gives a usable refocusing model; the GAN phase mostly sharpens
+textures.
+
+**Resume**: at every validation the whole training state is written to
+``OUT/checkpoint/``: tensors (G, D, both Adam states) in ``state.safetensors`` with
+flattened keys (``G/<param>``, ``opt_g/<param index>/<exp_avg|exp_avg_sq|step>``), and
+everything else (step counters, best MAE, history, param groups, grad-scaler scalars, the
+config, a fingerprint of the data) in ``state.json``. No pickle. An interrupted run
+(Ctrl-C, a lost machine) resumes from its last validation. Batches and augmentations
+are a pure function of ``(seed, batch number)``, so a resumed CPU run repeats an
+uninterrupted one bit for bit (same machine, same thread count).
+
+**Determinism**: ``torch.manual_seed(seed)`` before the networks are built;
+``torch.use_deterministic_algorithms(True, warn_only=True)`` on the CPU (restored after);
+on CUDA the cuDNN autotuner is used unless ``deterministic`` is asked for.
+
+**Mixed precision**: CUDA autocast in bf16 (fp16 + ``GradScaler`` where bf16 is missing);
+CPU bf16 autocast only when asked (``amp="on"``/``"bf16"``). Losses are computed in fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..errors import InputError
+from ..modelfile import ModelCard, load_model, save_model
+from ..network import DeepZConfig, DeepZGenerator, Discriminator, DiscriminatorConfig
+from ..optics import Optics
+from .ddp import DistEnv, all_reduce_sum, shard, wrap_ddp
+from .pairs import PairData, PairDataset
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CURVE_FILE",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "load_checkpoint_tensors",
+    "train",
+]
+
+CHECKPOINT_DIR = "checkpoint"
+CURVE_FILE = "training_curve.png"
+HISTORY_FILE = "training_history.json"
+#: Config fields a resumed run must share with the checkpoint.
+_RESUME_KEYS = (
+    "width",
+    "disc_width",
+    "batch_size",
+    "alpha",
+    "lr_g",
+    "lr_d",
+    "g_updates",
+    "d_updates",
+    "max_val_pairs",
+    "seed",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (paper values as defaults)."""
+
+    width: float = 1.0
+    """Generator width (1.0 = the paper's 17.45 M-parameter network)."""
+    disc_width: float | None = None
+    """Discriminator width; None = same as ``width``."""
+    steps: int = 0
+    """GAN iterations (paper: ~400k; each = 1 batch, ``g_updates`` + ``d_updates`` updates)."""
+    pretrain_steps: int = 0
+    """L1-only generator steps before the GAN phase (one batch, one update each)."""
+    batch_size: int = 20
+    """Global batch (split over DDP processes; paper: 20)."""
+    alpha: float = 0.02
+    """Weight of the MAE term in L_G. 0.02 as printed: there the adversarial term dominates
+    the gradient early on; many reimplementations weight the MAE far higher (e.g. 50-100)
+    for stability. Keep configurable."""
+    lr_g: float = 1e-4
+    """Adam learning rate of the generator (also used for the L1 pre-training)."""
+    lr_d: float = 3e-5
+    """Adam learning rate of the discriminator."""
+    g_updates: int = 6
+    """Generator updates per GAN iteration."""
+    d_updates: int = 3
+    """Discriminator updates per GAN iteration."""
+    val_every: int = 50
+    """Validate (and checkpoint) every this many steps (pre-training and GAN steps count)."""
+    max_val_pairs: int = 256
+    """Validation uses at most this many validation pairs (evenly spread, fixed)."""
+    seed: int = 0
+    """Seeds network initialisation, batch order and augmentation."""
+    device: str = "auto"
+    """``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    amp: str = "auto"
+    """Mixed precision: ``auto`` (CUDA: bf16/fp16, CPU: off), ``on`` (CPU: bf16), ``off``,
+    ``bf16``, ``fp16`` (CUDA only)."""
+    deterministic: bool = True
+    """Deterministic algorithms (CPU: ``use_deterministic_algorithms``; CUDA: cuDNN's
+    deterministic mode instead of its autotuner, slower). The CLI sets it on the CPU only:
+    CUDA runs are seeded but not bit-reproducible."""
+    progress: bool = True
+    """Show a tqdm progress bar (rank 0 only)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "pretrain_steps"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch must be >= 1, got {self.batch_size}")
+        if self.val_every < 1:
+            raise InputError(f"--val-every must be >= 1, got {self.val_every}")
+        if self.g_updates < 1 or self.d_updates < 0:
+            raise InputError("need >= 1 generator and >= 0 discriminator updates per iteration")
+        if not self.width > 0 or (self.disc_width is not None and not self.disc_width > 0):
+            raise InputError(f"--width must be > 0, got {self.width}")
+        if self.amp not in ("auto", "on", "off", "bf16", "fp16"):
+            raise InputError(f"--amp must be auto, on, off, bf16 or fp16, got {self.amp!r}")
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    best_val_mae: float
+    best_step: int
+    initial_val_mae: float
+    steps: int
+    wall_s: float
+    history: list[dict[str, Any]]
+    curve_path: Path | None
+
+
+@dataclass
+class _State:
+    pretrain_done: int = 0
+    gan_done: int = 0
+    batches: int = 0
+    best_mae: float = math.inf
+    best_step: int = -1
+    initial_mae: float | None = None
+    wall_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def step(self) -> int:
+        return self.pretrain_done + self.gan_done
+
+
+def update_schedule(g_updates: int, d_updates: int) -> list[str]:
+    """Order of updates in one iteration, D's spread evenly: 6/3 → ``DGGDGGDGG``."""
+    events = [(k / d_updates, 0, "D") for k in range(d_updates)]
+    events += [((k + 0.5) / g_updates, 1, "G") for k in range(g_updates)]
+    return [e[2] for e in sorted(events)]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but PyTorch sees no CUDA GPU; use cpu")
+    return dev
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``mode`` on ``device`` (None = full fp32)."""
+    if mode == "off":
+        return None
+    if device.type == "cuda":
+        if mode == "fp16":
+            return torch.float16
+        if mode == "bf16" or torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    if mode == "fp16":
+        raise InputError("--amp fp16 needs CUDA; on the CPU use --amp bf16")
+    return torch.bfloat16 if mode in ("on", "bf16") else None
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoint tensors: flat safetensors keys, no pickle
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, list]:
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if not isinstance(v, torch.Tensor):
+                v = torch.tensor(v)
+            tensors[f"{prefix}/{pid}/{k}"] = v.detach().cpu().contiguous()
+    return tensors, sd["param_groups"]
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, groups: list) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix + "/"):
+            _, pid, name = key.split("/", 2)
+            state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": groups}
+
+
+def load_checkpoint_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the JSON of ``folder/state.safetensors`` + ``folder/state.json``."""
+    from safetensors.torch import load_file
+
+    try:
+        meta = json.loads((folder / "state.json").read_text())
+        tensors = load_file(folder / "state.safetensors")
+    except FileNotFoundError:
+        raise InputError(
+            f"no training checkpoint in {folder} to resume from; drop --resume to start afresh"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the training checkpoint in {folder} is unreadable ({exc})") from None
+    return tensors, meta
+
+
+# ---------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    """Trains a generator (and discriminator) on :class:`PairData`; writes a model folder.
+
+    ``out`` receives ``model.safetensors`` + ``card.json`` (the best generator),
+    ``training_curve.png``, ``training_history.json`` and ``checkpoint/``.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: PairData,
+        out: str | os.PathLike[str],
+        optics: Optics | None = None,
+        command: str | None = None,
+        description: str = "",
+        env: DistEnv | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.out = Path(out)
+        self.env = env or DistEnv()
+        self.command = command
+        self.description = description
+        px = data.summary.pixel_size_um
+        self.optics = optics or (Optics(pixel_size_um=px) if px else Optics())
+        if cfg.batch_size % self.env.world_size:
+            raise InputError(
+                f"--batch {cfg.batch_size} must be a multiple of the {self.env.world_size} "
+                "processes"
+            )
+        if len(data.pairs["train"]) == 0 or len(data.pairs["val"]) == 0:
+            raise InputError("the data has no training or no validation pairs")
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and self.env.distributed:
+            self.device = torch.device("cuda", self.env.local_rank)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.train_ds: PairDataset = data.dataset("train")
+        self.val_ds: PairDataset = data.dataset("val", augment=False)
+        self._perm_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.generator: DeepZGenerator | None = None
+        self.discriminator: Discriminator | None = None
+
+    # -- data ---------------------------------------------------------------------------
+
+    def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if epoch not in self._perm_cache:
+            n = len(self.train_ds)
+            rng = np.random.default_rng([self.cfg.seed, 101, epoch])
+            self._perm_cache = {epoch: (rng.permutation(n), rng.integers(0, 8, n))}
+        return self._perm_cache[epoch]
+
+    def global_batch(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pair indices and augmentation codes of global batch ``k`` (pure in seed, k)."""
+        n, b = len(self.train_ds), self.cfg.batch_size
+        idx, aug = np.empty(b, dtype=np.int64), np.empty(b, dtype=np.int64)
+        for j, pos in enumerate(range(k * b, (k + 1) * b)):
+            perm, augs = self._epoch_order(pos // n)
+            idx[j], aug[j] = perm[pos % n], augs[pos % n]
+        return idx, aug
+
+    def _batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, aug = self.global_batch(k)
+        x, z = self.train_ds.batch(shard(idx, self.env), shard(aug, self.env))
+        return x.to(self.device, non_blocking=True), z.to(self.device, non_blocking=True)
+
+    def _val_indices(self) -> np.ndarray:
+        n = len(self.val_ds)
+        m = min(n, self.cfg.max_val_pairs)
+        return np.unique(np.linspace(0, n - 1, m).round().astype(np.int64))
+
+    # -- pieces -------------------------------------------------------------------------
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @torch.no_grad()
+    def validate(self, generator: nn.Module) -> float:
+        """MAE of ``generator`` on the fixed validation subset (all ranks share the work)."""
+        idx = shard(self._val_indices(), self.env)
+        total, count = 0.0, 0.0
+        generator.eval()
+        for s in range(0, len(idx), self.cfg.batch_size):
+            x, z = self.val_ds.batch(idx[s : s + self.cfg.batch_size])
+            x, z = x.to(self.device), z.to(self.device)
+            with self._autocast():
+                y = generator(x)
+            total += float((y.float() - z).abs().sum())
+            count += z.numel()
+        generator.train()
+        total, count = all_reduce_sum([total, count], self.env, self.device)
+        return total / max(count, 1.0)
+
+    def _card(self, state: _State, wall_s: float) -> ModelCard:
+        summary = self.data.summary
+        gen_cfg = DeepZConfig(width=self.cfg.width)
+        training = {
+            "validation_mae": state.best_mae,
+            "best_step": state.best_step,
+            "initial_validation_mae": state.initial_mae,
+            "steps": state.step,
+            "pretrain_steps": state.pretrain_done,
+            "gan_iterations": state.gan_done,
+            "batch_size": self.cfg.batch_size,
+            "patch": summary.patch,
+            "alpha": self.cfg.alpha,
+            "lr_g": self.cfg.lr_g,
+            "lr_d": self.cfg.lr_d,
+            "updates_per_iteration": {"G": self.cfg.g_updates, "D": self.cfg.d_updates},
+            "disc_width": self.cfg.disc_width or self.cfg.width,
+            "seed": self.cfg.seed,
+            "device": str(self.device),
+            "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            "world_size": self.env.world_size,
+            "wall_time_s": round(wall_s, 1),
+            "data": summary.to_dict(),
+            "heldout_regions": self.data.test_regions(),
+            "command": self.command,
+            "torch": torch.__version__,
+            "live_deepz": __version__,
+        }
+        lo, hi = summary.dpm_range_um
+        return ModelCard(
+            name=self.out.name,
+            architecture={"type": "deepz-unet", "width": gen_cfg.width},
+            optics=self.optics.to_dict(),
+            z_range_um=(float(lo), float(hi)),
+            dpm_scale_um=self.data.cfg.dpm_scale_um,
+            normalization={
+                "method": "deepz-triangle",
+                "saturate_fraction": 0.01,
+                "reference": "extended depth of field of each training stack",
+            },
+            modality=dict(summary.modality),
+            training=training,
+            description=self.description
+            or f"Deep-Z {summary.modality['input']}→{summary.modality['output']}, trained on "
+            f"{summary.n_stacks} stack(s) by live-deepz train",
+        )
+
+    def _save_checkpoint(
+        self,
+        g: nn.Module,
+        d: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        scalers: tuple[Any, Any],
+        state: _State,
+    ) -> None:
+        from safetensors.torch import save_file
+
+        folder = self.out / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"G/{k}": v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
+        tensors.update({f"D/{k}": v.detach().cpu().contiguous() for k, v in d.state_dict().items()})
+        tg, groups_g = _flatten_optimizer(opt_g, "opt_g")
+        td, groups_d = _flatten_optimizer(opt_d, "opt_d")
+        tensors.update(tg)
+        tensors.update(td)
+        tmp = folder / ".state.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        meta = {
+            "state": asdict(state),
+            "param_groups": {"opt_g": groups_g, "opt_d": groups_d},
+            "scalers": [s.state_dict() if s.is_enabled() else None for s in scalers],
+            "config": asdict(self.cfg),
+            "data_fingerprint": self.data.fingerprint(),
+        }
+        tmp_json = folder / ".state.json.tmp"
+        tmp_json.write_text(json.dumps(meta, indent=1, default=_json_default))
+        os.replace(tmp, folder / "state.safetensors")
+        os.replace(tmp_json, folder / "state.json")
+
+    def _load_checkpoint(
+        self,
+        g: nn.Module,
+        d: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        scalers: tuple[Any, Any],
+    ) -> _State:
+        tensors, meta = load_checkpoint_tensors(self.out / CHECKPOINT_DIR)
+        saved = meta.get("config", {})
+        now = asdict(self.cfg)
+        for key in _RESUME_KEYS:
+            if saved.get(key) != now[key]:
+                raise InputError(
+                    f"cannot resume: the checkpoint in {self.out} was trained with {key}="
+                    f"{saved.get(key)!r}, this run asks for {now[key]!r}; pass the same value "
+                    "or train into a new folder"
+                )
+        if meta.get("data_fingerprint") != self.data.fingerprint():
+            raise InputError(
+                f"cannot resume: the training data differ from those of the checkpoint in "
+                f"{self.out} (other stacks, patch, z range or seed); train into a new folder"
+            )
+        g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G/")})
+        d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D/")})
+        groups = meta["param_groups"]
+        opt_g.load_state_dict(_unflatten_optimizer(tensors, "opt_g", groups["opt_g"]))
+        opt_d.load_state_dict(_unflatten_optimizer(tensors, "opt_d", groups["opt_d"]))
+        for s, sd in zip(scalers, meta.get("scalers", [None, None]), strict=False):
+            if sd is not None and s.is_enabled():
+                s.load_state_dict(sd)
+        st = meta["state"]
+        st["best_mae"] = float(st["best_mae"])
+        return _State(**st)
+
+    def _write_outputs(self, state: _State) -> Path | None:
+        (self.out / HISTORY_FILE).write_text(
+            json.dumps(state.history, indent=1, default=_json_default)
+        )
+        try:
+            return plot_history(state.history, self.out / CURVE_FILE, self.cfg.pretrain_steps)
+        except Exception:  # a plot must never lose a trained model
+            return None
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train; returns where the best model went and how it did."""
+        cfg, dev = self.cfg, self.device
+        was_det = torch.are_deterministic_algorithms_enabled()
+        was_bench = torch.backends.cudnn.benchmark
+        if dev.type == "cpu":
+            if cfg.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+            torch.backends.cudnn.deterministic = cfg.deterministic
+        try:
+            return self._fit(resume)
+        finally:
+            torch.use_deterministic_algorithms(was_det, warn_only=True)
+            torch.backends.cudnn.benchmark = was_bench
+
+    def _fit(self, resume: bool) -> TrainResult:
+        cfg, env, dev = self.cfg, self.env, self.device
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        g = DeepZGenerator(DeepZConfig(width=cfg.width)).to(dev)
+        d = Discriminator(DiscriminatorConfig(width=cfg.disc_width or cfg.width)).to(dev)
+        self.generator, self.discriminator = g, d  # the latest (not the best) networks
+        opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g)
+        opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d)
+        fp16 = self.amp_dtype == torch.float16
+        scalers = (
+            torch.amp.GradScaler(dev.type, enabled=fp16),
+            torch.amp.GradScaler(dev.type, enabled=fp16),
+        )
+        state = _State()
+        best_weights: dict[str, torch.Tensor] | None = None
+        if resume:
+            state = self._load_checkpoint(g, d, opt_g, opt_d, scalers)
+            if env.is_main and state.best_step >= 0:
+                best_weights = load_model(self.out).generator.state_dict()
+        g_par, d_par = wrap_ddp(g, env, dev), wrap_ddp(d, env, dev)
+        total = cfg.pretrain_steps + cfg.steps
+        start_wall = state.wall_s
+
+        def wall() -> float:
+            return start_wall + time.perf_counter() - t0
+
+        def keep_if_best(mae: float) -> None:
+            nonlocal best_weights
+            if mae < state.best_mae:
+                state.best_mae, state.best_step = mae, state.step
+                if env.is_main:
+                    best_weights = {k: v.detach().cpu().clone() for k, v in g.state_dict().items()}
+                    save_model(self.out, g, self._card(state, wall()))
+
+        if state.initial_mae is None:
+            state.initial_mae = self.validate(g)
+            keep_if_best(state.initial_mae)
+            state.history.append(
+                {"step": 0, "phase": "init", "val_mae": state.initial_mae, "wall_s": wall()}
+            )
+
+        bar = _progress(total, state.step, enabled=cfg.progress and env.is_main)
+        acc: dict[str, float] = {}
+        schedule = update_schedule(cfg.g_updates, cfg.d_updates)
+
+        def after_step(losses: dict[str, float], phase: str) -> None:
+            for k, v in losses.items():
+                acc[k] = acc.get(k, 0.0) + v
+            acc["n"] = acc.get("n", 0.0) + 1
+            bar.update(1)
+            if state.step % cfg.val_every and state.step != total:
+                bar.set_postfix(_fmt(losses, state), refresh=False)
+                return
+            mae = self.validate(g)
+            keep_if_best(mae)
+            n = acc.pop("n")
+            row = {"step": state.step, "phase": phase, "val_mae": mae, "wall_s": wall()}
+            row.update({k: v / n for k, v in acc.items()})
+            acc.clear()
+            state.history.append(row)
+            state.wall_s = wall()
+            if env.is_main:
+                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state)
+            bar.set_postfix(_fmt(losses, state, mae), refresh=True)
+
+        def g_step(x: torch.Tensor, z: torch.Tensor, adversarial: bool) -> dict[str, float]:
+            out: dict[str, float] = {}
+            if adversarial:
+                d.requires_grad_(False)  # D only passes gradients back to G here
+            with self._autocast():
+                fake = g_par(x)
+                d_fake = d(fake) if adversarial else None
+            mae = (fake.float() - z).abs().mean()
+            loss = mae
+            if d_fake is not None:
+                adv = 0.5 * ((d_fake.float() - 1) ** 2).mean()
+                loss = adv + cfg.alpha * 0.5 * mae
+                out["loss_g_adv"] = float(adv.detach())
+            opt_g.zero_grad(set_to_none=True)
+            scalers[0].scale(loss).backward()
+            scalers[0].step(opt_g)
+            scalers[0].update()
+            if adversarial:
+                d.requires_grad_(True)
+            out["train_mae"] = float(mae.detach())
+            return out
+
+        def d_step(x: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
+            with torch.no_grad(), self._autocast():
+                fake = g(x)
+            with self._autocast():
+                scores = d_par(torch.cat([fake, z.to(fake.dtype)])).float()  # (2N, 1)
+            n = x.shape[0]
+            loss = 0.5 * (scores[:n] ** 2).mean() + 0.5 * ((scores[n:] - 1) ** 2).mean()
+            opt_d.zero_grad(set_to_none=True)
+            scalers[1].scale(loss).backward()
+            scalers[1].step(opt_d)
+            scalers[1].update()
+            return {"loss_d": float(loss.detach())}
+
+        try:
+            while state.pretrain_done < cfg.pretrain_steps:
+                x, z = self._batch(state.batches)
+                state.batches += 1
+                losses = g_step(x, z, adversarial=False)
+                state.pretrain_done += 1
+                after_step(losses, "pretrain")
+            while state.gan_done < cfg.steps:
+                x, z = self._batch(state.batches)
+                state.batches += 1
+                sums: dict[str, list[float]] = {}
+                for kind in schedule:
+                    res = g_step(x, z, adversarial=True) if kind == "G" else d_step(x, z)
+                    for k, v in res.items():
+                        sums.setdefault(k, []).append(v)
+                state.gan_done += 1
+                after_step({k: float(np.mean(v)) for k, v in sums.items()}, "gan")
+        finally:
+            bar.close()
+
+        state.wall_s = wall()
+        curve = None
+        if env.is_main:
+            if best_weights is not None:  # rewrite the kept model's card with the final totals
+                final = DeepZGenerator(DeepZConfig(width=cfg.width))
+                final.load_state_dict(best_weights)
+                save_model(self.out, final, self._card(state, state.wall_s))
+            if not (self.out / CHECKPOINT_DIR / "state.json").exists():  # no step was run
+                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state)
+            curve = self._write_outputs(state)
+        return TrainResult(
+            model_path=self.out,
+            best_val_mae=state.best_mae,
+            best_step=state.best_step,
+            initial_val_mae=float(state.initial_mae),
+            steps=state.step,
+            wall_s=state.wall_s,
+            history=state.history,
+            curve_path=curve,
+        )
+
+
+def train(
+    data: PairData,
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    optics: Optics | None = None,
+    command: str | None = None,
+    resume: bool = False,
+    env: DistEnv | None = None,
+) -> TrainResult:
+    """Shorthand for ``Trainer(cfg, data, out, optics, command, env=env).fit(resume)``."""
+    return Trainer(cfg, data, out, optics=optics, command=command, env=env).fit(resume)
+
+
+# ---------------------------------------------------------------------------------------
+# Progress and the curve
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _fmt(losses: dict[str, float], state: _State, val: float | None = None) -> dict[str, str]:
+    out = {k.replace("loss_", "L").replace("train_", ""): f"{v:.4f}" for k, v in losses.items()}
+    if val is not None:
+        out["val"] = f"{val:.4f}"
+    if math.isfinite(state.best_mae):
+        out["best"] = f"{state.best_mae:.4f}"
+    return out
+
+
+def plot_history(history: list[dict[str, Any]], path: Path, pretrain_steps: int = 0) -> Path:
+    """Training/validation MAE and GAN losses against the step, as a PNG (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    steps = [h["step"] for h in history]
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pts = [(h["step"], h[key]) for h in history if key in h]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    for key, label in (("train_mae", "training MAE"), ("val_mae", "validation MAE")):
+        xs, ys = series(key)
+        if xs:
+            ax1.plot(xs, ys, marker="." if len(xs) < 50 else None, label=label)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("MAE (normalised intensity)")
+    ax1.set_yscale("log")
+    for key, label in (("loss_g_adv", "L_G adversarial"), ("loss_d", "L_D")):
+        xs, ys = series(key)
+        if xs:
+            ax2.plot(xs, ys, label=label)
+    ax2.set_xlabel("step")
+    ax2.set_title("GAN losses" if any("loss_d" in h for h in history) else "no GAN phase")
+    for ax in (ax1, ax2):
+        if 0 < pretrain_steps < (max(steps) if steps else 0):
+            ax.axvline(pretrain_steps, color="grey", lw=0.8, ls="--")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,227 @@
+"""The LS-GAN trainer on tiny data: model file, learning, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from _training_data import (
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    synth_stack,
+)
+
+from live_deepz.errors import InputError
+from live_deepz.modelfile import load_model
+from live_deepz.training.pairs import PAIR_DTYPE, FieldStack, PairConfig, PairData, build_pairs
+from live_deepz.training.trainer import (
+    CURVE_FILE,
+    TrainConfig,
+    Trainer,
+    load_checkpoint_tensors,
+    train,
+    update_schedule,
+)
+
+TINY = TrainConfig(width=0.0625, batch_size=4, val_every=2, max_val_pairs=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> PairData:
+    stacks = [
+        FieldStack(synth_stack(size=64, seed=20 + i, n_beads=20), 0.5, 0.325, name=f"s{i}.tif")
+        for i in range(2)
+    ]
+    cfg = PairConfig(patch=32, z_half_range_um=2.0)
+    return build_pairs(stacks, cfg, tmp_path_factory.mktemp("cache"))
+
+
+def _g_tensors(folder) -> dict[str, torch.Tensor]:
+    tensors, _ = load_checkpoint_tensors(folder / "checkpoint")
+    return {k: v for k, v in tensors.items() if not k.startswith("D/")}
+
+
+def test_update_schedule_interleaves_six_g_and_three_d() -> None:
+    assert "".join(update_schedule(6, 3)) == "DGGDGGDGG"
+    assert "".join(update_schedule(1, 0)) == "G"
+
+
+def test_tiny_training_writes_a_loadable_model_with_a_full_card(data, tmp_path) -> None:
+    out = tmp_path / "mine"
+    cfg = dataclasses.replace(TINY, pretrain_steps=2, steps=1)
+    res = train(data, cfg, out, command="live-deepz train --data s0.tif s1.tif")
+    model = load_model(out)
+    card = model.card
+    assert card.name == "mine" and card.architecture == {"type": "deepz-unet", "width": 0.0625}
+    assert card.z_range_um == (-4.0, 4.0) == tuple(data.summary.dpm_range_um)
+    assert card.modality == {"input": "widefield", "output": "widefield"}
+    assert card.optics["pixel_size_um"] == 0.325
+    tr = card.training
+    assert tr["steps"] == 3 and tr["pretrain_steps"] == 2 and tr["gan_iterations"] == 1
+    assert tr["validation_mae"] == pytest.approx(res.best_val_mae)
+    assert tr["validation_mae"] <= tr["initial_validation_mae"]
+    assert tr["command"] == "live-deepz train --data s0.tif s1.tif"
+    assert tr["data"]["pairs"]["train"] == len(data.pairs["train"]) and tr["wall_time_s"] >= 0
+    assert tr["data"]["sources"] == ["s0.tif", "s1.tif"]
+    assert (out / CURVE_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hist = json.loads((out / "training_history.json").read_text())
+    assert [h["step"] for h in hist] == [0, 2, 3]
+    assert "loss_d" in hist[-1] and "loss_g_adv" in hist[-1]
+    # the kept generator is the one with the lowest validation MAE
+    trainer = Trainer(cfg, data, tmp_path / "unused")
+    assert trainer.validate(model.generator) == pytest.approx(res.best_val_mae, rel=1e-5)
+
+
+def test_l1_pretraining_learns_the_identity_at_dpm_zero(data, tmp_path) -> None:
+    # a trivially learnable task: every target is the input plane itself (DPM 0)
+    same = {}
+    for split in ("train", "val"):
+        p = np.array(data.pairs[split], dtype=PAIR_DTYPE)
+        p["ztg"], p["dpm_um"] = p["zin"], 0.0
+        same[split] = p
+    ident = PairData(
+        data.fields, data.regions, np.concatenate(list(same.values())), data.cfg, data.summary
+    )
+    cfg = dataclasses.replace(TINY, pretrain_steps=30, lr_g=1e-3, val_every=10)
+    res = train(ident, cfg, tmp_path / "ident")
+    assert res.best_val_mae < 0.5 * res.initial_val_mae
+    maes = [h["val_mae"] for h in res.history]
+    assert maes[-1] < maes[0]
+
+
+def test_same_seed_gives_identical_weights(data, tmp_path) -> None:
+    cfg = dataclasses.replace(TINY, pretrain_steps=2, steps=1)
+    train(data, cfg, tmp_path / "a")
+    train(data, cfg, tmp_path / "b")
+    a, b = _g_tensors(tmp_path / "a"), _g_tensors(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = dataclasses.replace(cfg, seed=1, steps=0)
+    train(data, other, tmp_path / "c")
+    c = _g_tensors(tmp_path / "c")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(data, tmp_path) -> None:
+    full = dataclasses.replace(TINY, pretrain_steps=1, steps=2, val_every=1)
+    ref = train(data, full, tmp_path / "ref")
+    part = dataclasses.replace(full, steps=1)
+    train(data, part, tmp_path / "cont")
+    res = train(data, full, tmp_path / "cont", resume=True)
+    a, b = _g_tensors(tmp_path / "ref"), _g_tensors(tmp_path / "cont")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # G and both Adam states
+    assert res.steps == ref.steps == 3 and res.best_val_mae == ref.best_val_mae
+    strip = [{k: v for k, v in h.items() if k != "wall_s"} for h in res.history]
+    assert strip == [{k: v for k, v in h.items() if k != "wall_s"} for h in ref.history]
+    assert load_model(tmp_path / "cont").card.training["steps"] == 3
+
+
+def test_resume_refuses_another_config_or_a_missing_checkpoint(data, tmp_path) -> None:
+    cfg = dataclasses.replace(TINY, pretrain_steps=1)
+    train(data, cfg, tmp_path / "m")
+    with pytest.raises(InputError, match="width"):
+        train(data, dataclasses.replace(cfg, width=0.125), tmp_path / "m", resume=True)
+    with pytest.raises(InputError, match="no training checkpoint"):
+        train(data, cfg, tmp_path / "empty", resume=True)
+
+
+def test_cpu_bf16_autocast_trains(data, tmp_path) -> None:
+    cfg = dataclasses.replace(TINY, pretrain_steps=1, steps=1, amp="on")
+    res = train(data, cfg, tmp_path / "bf16")
+    assert np.isfinite(res.best_val_mae)
+    assert load_model(tmp_path / "bf16").card.training["amp"] == "bfloat16"
+
+
+def test_bad_training_configs_raise_input_errors(data, tmp_path) -> None:
+    with pytest.raises(InputError, match="--batch"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(InputError, match="--amp"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(InputError, match="fp16 needs CUDA"):
+        Trainer(dataclasses.replace(TINY, amp="fp16", device="cpu"), data, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------
+# live-deepz train
+
+
+def _write(path, stack) -> str:
+    import tifffile
+
+    tifffile.imwrite(path, stack)
+    return str(path)
+
+
+def _cli(tmp_path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--z-step", "0.5",
+        "--z-half-range", "2",
+        "--patch", "32",
+        "--width", "0.0625",
+        "--batch", "4",
+        "--val-every", "2",
+        "--max-val-pairs", "8",
+        "--cache", str(tmp_path / "cache"),
+        "--quiet",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path, capsys) -> None:
+    pytest.importorskip("live_deepz.io")
+    from live_deepz.cli import main
+
+    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=40 + i)) for i in range(2)]
+    out = str(tmp_path / "models" / "mine")
+    args = _cli(tmp_path, "--data", *data, "-o", out, "--pretrain-steps", "2", "--steps", "0")
+    assert main(args) == 0
+    card = load_model(out).card
+    assert card.training["steps"] == 2 and card.z_range_um == (-4.0, 4.0)
+    assert "model:" in capsys.readouterr().out
+    assert main(args) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--steps", "1", "--resume"]) == 0  # one GAN iteration more
+    assert load_model(out).card.training["steps"] == 3
+
+
+def test_cli_deepz_plus_with_labels_makes_a_confocal_model(tmp_path) -> None:
+    pytest.importorskip("live_deepz.io")
+    from _training_data import modality_pair
+
+    from live_deepz.cli import main
+
+    wf, conf = zip(*(modality_pair(s, (2.0, 1.0)) for s in (1, 2)), strict=True)
+    data = [_write(tmp_path / f"wf{i}.tif", s) for i, s in enumerate(wf)]
+    labels = [_write(tmp_path / f"conf{i}.tif", s) for i, s in enumerate(conf)]
+    out = tmp_path / "plus"
+    args = ["--data", *data, "--labels", *labels, "-o", str(out), "--pretrain-steps", "1"]
+    assert main(_cli(tmp_path, *args, "--z-half-range", "1.5")) == 0
+    card = load_model(out).card
+    assert card.modality == {"input": "widefield", "output": "confocal"}
+    assert card.training["data"]["targets_per_input"] == 4
+
+
+def test_cli_reports_bad_inputs(tmp_path, capsys) -> None:
+    pytest.importorskip("live_deepz.io")
+    from live_deepz.cli import main
+
+    good = [_write(tmp_path / f"g{i}.tif", synth_stack(seed=50 + i)) for i in range(2)]
+    junk = tmp_path / "junk.tif"
+    junk.write_text("not a tiff")
+    rng = np.random.default_rng(0)
+    noise = _write(tmp_path / "noise.tif", rng.poisson(100, (9, 64, 64)).astype(np.uint16))
+    cases = {
+        "no such file": ["--data", str(tmp_path / "missing.tif")],
+        "junk.tif": ["--data", str(junk)],
+        "one label stack per input": ["--data", *good, "--labels", good[0]],
+        "too few": ["--data", *good, "--z-half-range", "10"],
+        "no foreground": ["--data", noise, noise],
+    }
+    for message, extra in cases.items():
+        out = tmp_path / "out"
+        assert main(_cli(tmp_path, *extra, "-o", str(out), "--pretrain-steps", "1")) == 1
+        err = capsys.readouterr().err
+        assert message in err, (message, err)
