@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from live_deepz import dpm
 from live_deepz.calibration import (
     DriftCompensationPlan,
     DriftEstimator,
@@ -56,8 +58,6 @@ from live_deepz.calibration import (
     fwhm_summary,
 )
 from live_deepz.calibration.testing import PlaneRenderOracle
-
-from live_deepz import dpm
 from live_deepz.normalize import fit_normalization
 from live_deepz.optics import Optics
 

@@ -157,10 +157,9 @@ def bench_writers(tmp: Path, n: int, size: int, k: int, repeats: int) -> dict[st
 def bench_sustained(
     tmp: Path, size: int, k: int, seconds: float, exposure_ms: float, fmt: str
 ) -> dict[str, Any]:
+    from live_deepz.dpm import StaticPlanePlan
     from live_deepz.engine._pipeline import LivePipeline
     from live_deepz.engine._recorder import Recorder
-
-    from live_deepz.dpm import StaticPlanePlan
     from live_deepz.microscope import NoiseFrameSource, open_core
     from live_deepz.recording import open_recording
 
@@ -231,8 +230,8 @@ def bench_sustained(
 
 def bench_completion(tmp: Path, size: int, k: int, frames: int, width: float) -> dict[str, Any]:
     import torch
-    from live_deepz.engine.backends import create_backend
 
+    from live_deepz.engine.backends import create_backend
     from live_deepz.network import DeepZConfig, DeepZGenerator
     from live_deepz.recording import FrameInfo, RecordingWriter, complete_recording
 

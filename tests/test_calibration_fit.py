@@ -7,6 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
+
+from live_deepz import dpm
 from live_deepz.calibration import (
     FocusMap,
     SurfaceFit,
@@ -15,9 +18,6 @@ from live_deepz.calibration import (
     load_calibration,
     save_calibration,
 )
-from scipy import ndimage
-
-from live_deepz import dpm
 from live_deepz.errors import DPMRangeError, InputError
 
 PX = 0.325

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+
+from live_deepz import dpm
 from live_deepz.calibration import (
     FWHM_PER_SIGMA,
     FocusMap,
@@ -25,8 +27,6 @@ from live_deepz.calibration.testing import (
     random_points,
     tilted_bead_scene,
 )
-
-from live_deepz import dpm
 from live_deepz.errors import DPMRangeError, InputError
 
 PX = 0.325

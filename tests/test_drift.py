@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from live_deepz.calibration import (
     DriftCompensationPlan,
     DriftEstimator,
@@ -15,7 +16,6 @@ from live_deepz.calibration import (
     MedianDrift,
 )
 from live_deepz.calibration.testing import GaussianBeamScene, worm_scene
-
 from live_deepz.dpm import PlanePlan
 from live_deepz.errors import InputError
 

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import tifffile
 from _recording_support import SHAPE, FakeBackend, SlowBackend, sim_core, wait_for
-from live_deepz.engine._pipeline import LivePipeline
-from live_deepz.engine._recorder import Recorder
 
 from live_deepz.dpm import StaticPlanePlan, to_network_units
+from live_deepz.engine._pipeline import LivePipeline
+from live_deepz.engine._recorder import Recorder
 from live_deepz.errors import LiveDeepzError
 from live_deepz.normalize import Normalization
 from live_deepz.recording import (
@@ -268,8 +268,8 @@ def test_engine_slower_than_the_camera_is_completed_after_stop(tmp_path: Path) -
 def test_tiny_real_generator_live_and_completed_planes_agree(tmp_path: Path) -> None:
     import torch
     from _recording_support import make_tiny_model
-    from live_deepz.engine.backends import create_backend
 
+    from live_deepz.engine.backends import create_backend
     from live_deepz.modelfile import load_model
 
     torch.set_num_threads(1)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_deepz.calibration import CalibrationWizardModel, Step, load_calibration
-from live_deepz.calibration.testing import GaussianBeamScene, tilted_bead_scene
 
 from live_deepz import dpm
+from live_deepz.calibration import CalibrationWizardModel, Step, load_calibration
+from live_deepz.calibration.testing import GaussianBeamScene, tilted_bead_scene
 from live_deepz.errors import InputError
 
 PX = 0.325
