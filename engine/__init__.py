@@ -7,7 +7,10 @@ The live pipeline (:class:`LivePipeline`) pops camera frames from a pymmcore-plu
 :meth:`LivePipeline.subscribe_raw`); :meth:`LivePipeline.stats` counts every frame.
 """
 
+from ._ceiling import measure_matmul_ceiling
+from ._onnx import export_onnx
 from ._pipeline import CapacityEstimate, LivePipeline
+from ._recorder import Recorder, RecordingSummary
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing
 from ._stats import STAGES, PipelineStats, SubscriberStats
 from ._subscribers import (
@@ -18,9 +21,22 @@ from ._subscribers import (
     RawFrame,
     StreamSubscriber,
 )
-from .backends import Backend, BackendUnavailableError, available_backends, create_backend
+from ._tiling import ALIGN, TiledBackend, infer_tiled
+from .backends import (
+    AUTO_ORDER,
+    BACKENDS,
+    Backend,
+    BackendUnavailableError,
+    available_backends,
+    create_backend,
+    pinned_host_array,
+    relative_error,
+)
 
 __all__ = [
+    "ALIGN",
+    "AUTO_ORDER",
+    "BACKENDS",
     "STAGES",
     "Backend",
     "BackendUnavailableError",
@@ -36,10 +52,18 @@ __all__ = [
     "PlaneMeta",
     "PlaneRing",
     "RawFrame",
+    "Recorder",
+    "RecordingSummary",
     "RingClosed",
     "SlotRing",
     "StreamSubscriber",
     "SubscriberStats",
+    "TiledBackend",
     "available_backends",
     "create_backend",
+    "export_onnx",
+    "infer_tiled",
+    "measure_matmul_ceiling",
+    "pinned_host_array",
+    "relative_error",
 ]
