@@ -1,0 +1,883 @@
+"""The live session: microscope core + model + live pipeline + recorder, driven from the UI.
+
+:class:`Session` owns the objects the window shows and does every slow step (building the
+simulated scene or loading a Micro-Manager configuration, loading a model, creating a
+backend, stopping threads, finishing a recording) on worker threads (:class:`TaskRunner`),
+so the UI thread never waits on them. It reports what happens through Qt signals, with
+messages in plain words (``notice``) that the window shows in its message bar.
+
+The pipeline's plan is the grid's planes plus the depth slider's plane::
+
+    plan = StaticPlanePlan(grid_offsets ∪ {depth_um})
+
+so every frame carries both, computed from the same camera frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QCoreApplication, QObject, Signal
+
+from live_deepz.dpm import StaticPlanePlan, check_range, parse_planes
+from live_deepz.errors import CameraError, DPMRangeError, InputError, LiveDeepzError
+from live_deepz.optics import Optics
+
+from ._tasks import TaskRunner
+
+__all__ = [
+    "CoreEvents",
+    "Session",
+    "SessionConfig",
+    "optics_mismatch",
+    "pick_model",
+    "standin_model",
+]
+
+logger = logging.getLogger("live_deepz.ui")
+
+DEFAULT_PLANES = "-10:10:2"
+STANDIN_NAME = "untrained-stand-in"
+PIXEL_TOLERANCE = 0.05
+"""Relative pixel-size difference (5 %) above which the model is flagged as mismatched."""
+NA_TOLERANCE = 0.05
+"""Absolute NA difference above which the model is flagged as mismatched."""
+
+
+@dataclass
+class SessionConfig:
+    """What to open. ``source``: ``"sim"``, a Micro-Manager ``.cfg`` path or a core object."""
+
+    source: Any = "sim"
+    sample: str = "beads"
+    """Simulated sample (``open_core("sim", sample=...)``)."""
+    size: int = 512
+    """Simulated frame size (px)."""
+    seed: int = 0
+    model: str | None = None
+    """Model name or folder; ``None``: the last one used, the default, the first installed,
+    or (demo only) an untrained stand-in with a warning."""
+    planes: str = DEFAULT_PLANES
+    """The grid's planes; ``""``: from the settings (``run_app``) or the default."""
+    depth_um: float | None = 0.0
+    """The depth slider's plane; ``None``: from the settings or 0."""
+    backend: str = "auto"
+    """Inference backend (``""``: from the settings or auto)."""
+    precision: str = "auto"
+    device: str = "auto"
+    exposure_ms: float | None = None
+    autostart: bool = True
+    allow_standin: bool = True
+    remembered_model: str = ""
+    """The model used last time (from the settings), tried when ``model`` is None."""
+
+    def describe_source(self) -> str:
+        src = self.source
+        if isinstance(src, str) and src.strip().lower() == "sim":
+            return f"simulated microscope ({self.sample}, {self.size}×{self.size} px)"
+        if isinstance(src, str | Path):
+            return f"Micro-Manager configuration {Path(src).name}"
+        return "microscope"
+
+    @property
+    def is_sim(self) -> bool:
+        return isinstance(self.source, str) and self.source.strip().lower() == "sim"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def standin_model(seed: int = 0) -> Any:
+    """A small *untrained* generator with a card for the simulator's optics (demo only)."""
+    import torch
+
+    from live_deepz.modelfile import LoadedModel, ModelCard
+    from live_deepz.network import DeepZConfig, DeepZGenerator
+
+    torch.manual_seed(seed)
+    gen = DeepZGenerator(DeepZConfig(width=0.125)).eval()
+    card = ModelCard.for_generator(
+        STANDIN_NAME,
+        gen,
+        Optics(),
+        (-10.0, 10.0),
+        description="randomly initialised network, NOT trained: its planes are not refocused",
+    )
+    return LoadedModel(card=card, generator=gen, weights_sha256="", path=Path(""))
+
+
+def pick_model(
+    spec: str | None, remembered: str = "", allow_standin: bool = True
+) -> tuple[Any, bool]:
+    """``(LoadedModel, is_standin)`` for ``spec`` or, without one, the best model available.
+
+    Order without ``spec``: the remembered model (if it still loads), the bundled default,
+    the first installed model, and finally the untrained stand-in (if allowed).
+    """
+    from live_deepz.errors import ModelFileError
+    from live_deepz.modelfile import available_models, load_model, resolve_model
+
+    if spec:
+        return load_model(resolve_model(spec)), False
+    candidates: list[Any] = []
+    if remembered:
+        candidates.append(remembered)
+    candidates.append(None)  # the bundled default
+    candidates.extend(available_models())
+    for cand in candidates:
+        try:
+            return load_model(resolve_model(cand)), False
+        except ModelFileError as exc:
+            logger.info("model %s not usable: %s", cand or "default", exc)
+    if not allow_standin:
+        raise ModelFileError(
+            "no trained model is installed: pass --model with a model folder (written by "
+            "`live-deepz train`) or put model folders in a folder named by $LIVE_DEEPZ_MODELS"
+        )
+    return standin_model(), True
+
+
+def optics_mismatch(card: Any, pixel_size_um: float | None, na: float | None) -> list[str]:
+    """Plain-words problems between a model card and the microscope (empty: they agree)."""
+    problems = []
+    px_card = float(card.optics.get("pixel_size_um", math.nan))
+    if pixel_size_um is None or not pixel_size_um > 0:
+        problems.append(
+            "the microscope reports no pixel size, so the model's pixel size "
+            f"({px_card:.3g} µm) cannot be checked; calibrate the pixel size in Micro-Manager"
+        )
+    elif abs(pixel_size_um - px_card) > PIXEL_TOLERANCE * px_card:
+        problems.append(
+            f"the model was trained for a pixel size of {px_card:.3g} µm but the microscope's "
+            f"is {pixel_size_um:.3g} µm"
+        )
+    na_card = float(card.optics.get("na", math.nan))
+    if na is not None and math.isfinite(na) and abs(na - na_card) > NA_TOLERANCE:
+        problems.append(
+            f"the model was trained for an objective NA of {na_card:.3g} but the microscope's "
+            f"objective has NA {na:.3g}"
+        )
+    return problems
+
+
+_NA_RE = re.compile(r"(?:NA\s*=?\s*|/\s*)(\d?\.\d+)", re.IGNORECASE)
+
+
+def scope_na(core: Any, is_sim: bool) -> float | None:
+    """The objective NA: the simulator's, or read from an objective's label ("20x/0.75")."""
+    if is_sim:
+        return float(Optics().na)
+    with contextlib.suppress(Exception):
+        from pymmcore_plus import DeviceType
+
+        for dev in core.getLoadedDevicesOfType(DeviceType.StateDevice):
+            if "obj" not in dev.lower() and "nosepiece" not in dev.lower():
+                continue
+            m = _NA_RE.search(str(core.getStateLabel(dev)))
+            if m:
+                return float(m.group(1))
+    return None
+
+
+# --------------------------------------------------------------------------- core events
+
+
+class CoreEvents(QObject):
+    """The core's events re-emitted on the UI thread (whatever thread the core emits from)."""
+
+    exposureChanged = Signal(float)
+    focusChanged = Signal(float)
+    xyChanged = Signal(float, float)
+    pixelSizeChanged = Signal(float)
+
+    def __init__(self, core: Any, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.core = core
+        self._conns: list[tuple[Any, Any]] = []
+        ev = core.events
+        self._connect(ev.exposureChanged, self._on_exposure)
+        self._connect(ev.propertyChanged, self._on_property)
+        self._connect(ev.stagePositionChanged, self._on_stage)
+        self._connect(ev.XYStagePositionChanged, self._on_xy)
+        self._connect(ev.pixelSizeChanged, self._on_pixel)
+
+    def _connect(self, signal: Any, slot: Any) -> None:
+        signal.connect(slot)
+        self._conns.append((signal, slot))
+
+    def _on_exposure(self, device: str, value: float) -> None:
+        self.exposureChanged.emit(float(value))
+
+    def _on_property(self, device: str, prop: str, value: Any) -> None:
+        if prop == "Exposure":
+            with contextlib.suppress(ValueError, TypeError):
+                self.exposureChanged.emit(float(value))
+
+    def _on_stage(self, device: str, pos: float) -> None:
+        with contextlib.suppress(Exception):
+            if device == self.core.getFocusDevice():
+                self.focusChanged.emit(float(pos))
+
+    def _on_xy(self, device: str, x: float, y: float) -> None:
+        self.xyChanged.emit(float(x), float(y))
+
+    def _on_pixel(self, value: float) -> None:
+        self.pixelSizeChanged.emit(float(value))
+
+    def disconnect_all(self) -> None:
+        for signal, slot in self._conns:
+            with contextlib.suppress(Exception):
+                signal.disconnect(slot)
+        self._conns.clear()
+
+
+def _adopt_core_events(core: Any) -> None:
+    """Move Qt-based core signalers created on a worker thread to the UI thread."""
+    app = QCoreApplication.instance()
+    if app is None:
+        return
+    for obj in (getattr(core, "events", None), getattr(getattr(core, "mda", None), "events", None)):
+        if isinstance(obj, QObject) and obj.thread() is not app.thread():
+            obj.moveToThread(app.thread())
+
+
+# --------------------------------------------------------------------------- session
+
+
+@dataclass
+class _Built:
+    core: Any
+    model: Any
+    standin: bool
+    backend: Any
+    pipeline: Any
+    na: float | None
+    grid: np.ndarray
+    depth: float
+
+
+class Session(QObject):
+    """Core + model + pipeline + recorder behind one object; see the module docstring.
+
+    Signals
+    -------
+    busyChanged(str) : what slow step is running ("" when none).
+    opened() : the microscope and the model are ready (``core``, ``model``, ``pipeline``).
+    stateChanged(str) : the pipeline's state: idle, running, stopping, error.
+    notice(str, str, str) : ``(key, level, text)`` for the message bar; ``text=""`` clears
+        ``key``. Levels: ``info``, ``warning``, ``error``.
+    modelChanged() : a (new) model is in use.
+    planChanged() : the grid planes or the depth changed.
+    recordingChanged(bool) : a recording started / stopped.
+    recordingFinished(object) : the :class:`RecordingSummary` of the recording that ended.
+    """
+
+    busyChanged = Signal(str)
+    opened = Signal()
+    stateChanged = Signal(str)
+    notice = Signal(str, str, str)
+    modelChanged = Signal()
+    planChanged = Signal()
+    recordingChanged = Signal(bool)
+    recordingFinished = Signal(object)
+    _recorderFailed = Signal(str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.tasks = TaskRunner(self)
+        self.tasks.busyChanged.connect(self.busyChanged)
+        self.config = SessionConfig()
+        self.core: Any = None
+        self.model: Any = None
+        self.model_is_standin = False
+        self.pipeline: Any = None
+        self.planes_sub: Any = None
+        self.raw_sub: Any = None
+        self.events: CoreEvents | None = None
+        self.na: float | None = None
+        self.grid_offsets: np.ndarray = parse_planes(DEFAULT_PLANES)
+        self.planes_spec = DEFAULT_PLANES
+        self.depth_um = 0.0
+        self.recorder: Any = None
+        self.last_summary: Any = None
+        self._state = "idle"
+        self._reported_error: tuple[int, str] | None = None
+        self._run_counter = 0
+        self._closed = False
+        self._rec_stopping = False
+        self._recorderFailed.connect(self._on_recorder_failed)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def ready(self) -> bool:
+        return self.pipeline is not None
+
+    @property
+    def busy(self) -> str:
+        return self.tasks.busy
+
+    @property
+    def state(self) -> str:
+        """idle, running, stopping or error (``"loading"`` before the pipeline exists)."""
+        if self.pipeline is None:
+            return "loading"
+        return str(self.pipeline.state)
+
+    @property
+    def recording(self) -> bool:
+        return self.recorder is not None
+
+    @property
+    def z_range_um(self) -> tuple[float, float]:
+        if self.model is None:
+            return (-10.0, 10.0)
+        lo, hi = self.model.card.z_range_um
+        return float(lo), float(hi)
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        if self.core is None:
+            return None
+        try:
+            px = float(self.core.getPixelSizeUm())
+        except Exception:
+            return None
+        return px if px > 0 else None
+
+    def plan_offsets(self) -> np.ndarray:
+        """The offsets the pipeline computes: the grid's plus the depth slider's."""
+        return parse_planes([*self.grid_offsets.tolist(), self.depth_um])
+
+    # ------------------------------------------------------------------ open
+    def open(self, config: SessionConfig) -> None:
+        """Build the core, load the model and make the pipeline on a worker thread."""
+        self.config = config
+        spec = config.planes or DEFAULT_PLANES
+        try:
+            self.grid_offsets = parse_planes(spec)
+            self.planes_spec = spec
+        except InputError as exc:
+            self.notice.emit("plan", "warning", f"Plane plan {spec!r} ignored: {exc}")
+        self.depth_um = float(config.depth_um or 0.0)
+        what = f"Starting the {config.describe_source()}"
+        if config.is_sim and config.sample == "worm":
+            what += " (building the worm scene takes ~15 s)"
+        self.tasks.submit(what, lambda: self._build(config), self._on_built, self._on_open_failed)
+
+    def _build(self, config: SessionConfig) -> _Built:
+        from live_deepz.microscope import open_core
+
+        source = config.source
+        if config.is_sim:
+            kw: dict[str, Any] = {"sample": config.sample, "size": config.size, "seed": config.seed}
+            if config.exposure_ms:
+                kw["exposure_ms"] = config.exposure_ms
+            core = open_core("sim", **kw)
+        else:
+            core = open_core(source)
+            if config.exposure_ms:
+                core.setExposure(float(config.exposure_ms))
+        _adopt_core_events(core)
+        model, standin = pick_model(config.model, config.remembered_model, config.allow_standin)
+        backend, pipeline, grid, depth = self._make_pipeline(
+            core, model, config.backend, config.precision
+        )
+        na = scope_na(core, config.is_sim)
+        return _Built(core, model, standin, backend, pipeline, na, grid, depth)
+
+    def _make_pipeline(
+        self, core: Any, model: Any, backend_name: str, precision: str
+    ) -> tuple[Any, Any, np.ndarray, float]:
+        """Backend (prepared for the camera's frame) + pipeline for the current plan, clipped
+        to the model's range; runs on a worker thread. Returns ``(backend, pipeline, grid,
+        depth)`` for the UI thread to adopt."""
+        from live_deepz.engine import LivePipeline, create_backend
+
+        lo, hi = (float(v) for v in model.card.z_range_um)
+        grid = self.grid_offsets[(self.grid_offsets >= lo) & (self.grid_offsets <= hi)]
+        if grid.size == 0:
+            grid = np.array([0.0]) if lo <= 0.0 <= hi else np.array([lo])
+        depth = float(min(max(self.depth_um, lo), hi))
+        offsets = parse_planes([*grid.tolist(), depth])
+        backend = create_backend(
+            backend_name, model.generator, precision=precision, device=self.config.device
+        )
+        h, w = int(core.getImageHeight()), int(core.getImageWidth())
+        backend.prepare(h, w, int(offsets.size))
+        pipeline = LivePipeline(
+            core,
+            backend,
+            StaticPlanePlan(offsets),
+            z_range_um=model.card.z_range_um,
+            dpm_scale_um=model.card.dpm_scale_um,
+            mode="live",
+            max_planes=int(grid.size) + 1,
+        )
+        return backend, pipeline, grid, depth
+
+    def _on_built(self, built: _Built) -> None:
+        if self._closed:  # the window was closed while loading: release what was built
+            with contextlib.suppress(Exception):
+                built.pipeline.stop()
+            return
+        self.core = built.core
+        self.na = built.na
+        self.events = CoreEvents(built.core, self)
+        self._adopt_plan(built.grid, built.depth)
+        self._install(built.model, built.standin, built.pipeline)
+        self.opened.emit()
+        if self.config.autostart:
+            self.start_live()
+
+    def _on_open_failed(self, exc: BaseException) -> None:
+        from live_deepz.errors import ModelFileError
+
+        if isinstance(exc, ModelFileError):
+            text = f"No model could be loaded: {_plain(exc)}"
+        else:
+            text = (
+                f"The microscope could not be started: {_plain(exc)}. Check the configuration "
+                "and start live-deepz again."
+            )
+        self.notice.emit("startup-error", "error", text)
+
+    def _adopt_plan(self, grid: np.ndarray, depth: float) -> None:
+        if not np.array_equal(grid, self.grid_offsets):
+            self.notice.emit(
+                "plan",
+                "warning",
+                "Planes outside the model's trained range were left out of the plan.",
+            )
+            self.grid_offsets = grid
+            self.planes_spec = ",".join(f"{v:g}" for v in grid)
+        self.depth_um = depth
+
+    def _install(self, model: Any, standin: bool, pipeline: Any) -> None:
+        old = self.pipeline
+        self.model, self.model_is_standin = model, standin
+        self.pipeline = pipeline
+        self.planes_sub = pipeline.subscribe_latest("planes")
+        self.raw_sub = pipeline.subscribe_latest("raw")
+        self._reported_error = None
+        if old is not None and old is not pipeline:
+            self._retire(old)
+        self._check_model()
+        self.modelChanged.emit()
+        self.planChanged.emit()
+        self._emit_state()
+
+    def _retire(self, pipeline: Any) -> None:
+        if pipeline.state in ("running", "stopping"):
+            timeout = self.stop_timeout_s()
+            self.tasks.submit("Stopping the previous pipeline", lambda: pipeline.stop(timeout))
+
+    # ------------------------------------------------------------------ model checks
+    def optics_problems(self) -> list[str]:
+        if self.model is None or self.core is None:
+            return []
+        return optics_mismatch(self.model.card, self.pixel_size_um, self.na)
+
+    def _check_model(self) -> None:
+        if self.model_is_standin:
+            self.notice.emit(
+                "model",
+                "error",
+                "No trained model installed — showing an UNTRAINED network. The planes below "
+                "are NOT refocused images. Open a model folder in the Model panel (written by "
+                "`live-deepz train`).",
+            )
+        else:
+            self.notice.emit("model", "error", "")
+        problems = [] if self.model_is_standin else self.optics_problems()
+        if problems:
+            self.notice.emit(
+                "mismatch",
+                "warning",
+                f"Model mismatch: {'; '.join(problems)}. The refocused planes will be wrong: "
+                "choose a model trained for this objective and camera.",
+            )
+        else:
+            self.notice.emit("mismatch", "warning", "")
+
+    def recheck_optics(self) -> None:
+        """Call when the pixel size changed (the core's pixelSizeChanged event)."""
+        self._check_model()
+
+    # ------------------------------------------------------------------ live
+    def start_live(self) -> bool:
+        """Start the camera stream and the engine; False (and a notice) if it failed."""
+        p = self.pipeline
+        if p is None or self.busy or p.state in ("running", "stopping"):
+            return False
+        try:
+            p.start()
+        except LiveDeepzError as exc:
+            self.notice.emit("live", "error", f"Live could not start: {_plain(exc)}")
+            self._emit_state()
+            return False
+        except Exception as exc:
+            self.notice.emit("live", "error", f"Live could not start: {type(exc).__name__}: {exc}")
+            self._emit_state()
+            return False
+        self._run_counter += 1
+        self._reported_error = None
+        self.notice.emit("live", "error", "")
+        self._emit_state()
+        return True
+
+    def stop_live(self) -> None:
+        """Stop the stream (on a worker thread: the engine may be mid-frame)."""
+        p = self.pipeline
+        if p is None or p.state not in ("running", "error"):
+            return
+        if self.recorder is not None:
+            self.stop_recording()
+            return
+        timeout = self.stop_timeout_s()
+        self.tasks.submit(
+            "Stopping live", lambda: p.stop(timeout), lambda _: self._emit_state(), self._task_error
+        )
+        self._emit_state()
+
+    def stop_timeout_s(self) -> float:
+        """How long to wait for the engine to finish its frame when stopping: a CPU engine
+        may need seconds per frame (several times the median inference time, >= 10 s)."""
+        p = self.pipeline
+        infer_ms = math.nan
+        if p is not None:
+            with contextlib.suppress(Exception):
+                infer_ms = float(p.stats().stage_ms.get("infer", math.nan))
+        if not math.isfinite(infer_ms):
+            return 30.0
+        return max(10.0, 4.0 * infer_ms / 1e3 + 2.0)
+
+    def _emit_state(self) -> None:
+        s = self.state
+        if s != self._state:
+            self._state = s
+        self.stateChanged.emit(s)
+
+    def poll(self) -> None:
+        """Check the pipeline for an error (the window calls this a few times a second)."""
+        p = self.pipeline
+        if p is None:
+            return
+        if p.state != self._state:
+            self._emit_state()
+        if p.state == "error" and p.error:
+            key = (self._run_counter, p.error)
+            if self._reported_error != key:
+                self._reported_error = key
+                self.notice.emit("live", "error", _live_error_text(p.exception, p.error))
+                if self.recorder is not None and not self.busy:
+                    self.stop_recording()
+        rec = self.recorder
+        if rec is not None and rec.error is not None and not self.busy:
+            self.stop_recording(complete=False, restart_live=False)
+
+    # ------------------------------------------------------------------ planes
+    def validate_planes(self, spec: str) -> tuple[np.ndarray | None, str]:
+        """``(offsets, "")`` if ``spec`` is usable with the current model, else
+        ``(None, message)`` in plain words."""
+        try:
+            offsets = parse_planes(spec)
+        except InputError as exc:
+            return None, str(exc).replace("planes ", "Planes ", 1)
+        lo, hi = self.z_range_um
+        try:
+            check_range(offsets, (lo, hi), what="planes")
+        except DPMRangeError:
+            return None, (
+                f"Planes {offsets.min():+g} … {offsets.max():+g} µm go outside the model's "
+                f"trained range ({lo:+g} … {hi:+g} µm), where Deep-Z is not valid. Choose "
+                "planes within that range."
+            )
+        if offsets.size + 1 > 64:
+            return None, f"{offsets.size} planes are too many for live display (64 at most)."
+        return offsets, ""
+
+    def set_planes(self, spec: str) -> str:
+        """Use ``spec`` for the grid; returns an error message ("" when applied)."""
+        offsets, err = self.validate_planes(spec)
+        if offsets is None:
+            return err
+        if self.recording:
+            return "The planes cannot change while recording (the file keeps one plane set)."
+        old = (self.grid_offsets, self.planes_spec)
+        self.grid_offsets, self.planes_spec = offsets, spec
+        err = self._apply_plan()
+        if err:
+            self.grid_offsets, self.planes_spec = old
+            return err
+        self.planChanged.emit()
+        return ""
+
+    def set_depth(self, depth_um: float) -> str:
+        """Move the single-plane view to ``depth_um``; returns an error message or ""."""
+        lo, hi = self.z_range_um
+        depth = float(min(max(depth_um, lo), hi))
+        if self.recording:
+            return "The depth cannot change while recording (the file keeps one plane set)."
+        if abs(depth - self.depth_um) < 1e-9:
+            return ""
+        old = self.depth_um
+        self.depth_um = depth
+        err = self._apply_plan()
+        if err:
+            self.depth_um = old
+            return err
+        self.planChanged.emit()
+        return ""
+
+    def _apply_plan(self) -> str:
+        p = self.pipeline
+        if p is None:
+            return ""
+        plan = StaticPlanePlan(self.plan_offsets())
+        try:
+            p.set_plan(plan)
+        except DPMRangeError as exc:
+            return _plain(exc)
+        except InputError as exc:
+            if "room" not in str(exc) or p.state not in ("running", "stopping"):
+                return _plain(exc)
+
+            timeout = self.stop_timeout_s()
+
+            def restart() -> None:  # more planes than the running pipeline has room for
+                p.stop(timeout)
+                p.set_plan(plan)
+
+            self.tasks.submit(
+                "Restarting live for more planes",
+                restart,
+                lambda _: self._restart_after(),
+                self._task_error,
+            )
+        return ""
+
+    def _restart_after(self) -> None:
+        self.start_live()
+
+    # ------------------------------------------------------------------ model / engine
+    def change_engine(
+        self,
+        model_path: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+    ) -> None:
+        """Load another model and/or backend/precision and restart live if it was running."""
+        if self.core is None or self.recording:
+            if self.recording:
+                self.notice.emit(
+                    "engine", "warning", "Stop the recording before changing the model or engine."
+                )
+            return
+        old = self.pipeline
+        was_live = old is not None and old.state == "running"
+        if backend:
+            self.config.backend = backend
+        if precision:
+            self.config.precision = precision
+        model_before = self.model
+        standin_before = self.model_is_standin
+        timeout = self.stop_timeout_s()
+
+        def work() -> tuple[Any, bool, Any, np.ndarray, float]:
+            if old is not None:
+                old.stop(timeout)
+            if model_path is not None:
+                from live_deepz.modelfile import load_model, resolve_model
+
+                model, standin = load_model(resolve_model(model_path)), False
+            else:
+                model, standin = model_before, standin_before
+            _, pipeline, grid, depth = self._make_pipeline(
+                self.core, model, self.config.backend, self.config.precision
+            )
+            return model, standin, pipeline, grid, depth
+
+        def done(result: tuple[Any, bool, Any, np.ndarray, float]) -> None:
+            model, standin, pipeline, grid, depth = result
+            self.notice.emit("engine", "error", "")
+            self._adopt_plan(grid, depth)
+            self._install(model, standin, pipeline)
+            if was_live:
+                self.start_live()
+
+        def failed(exc: BaseException) -> None:
+            what = "model" if model_path is not None else "engine"
+            self.notice.emit("engine", "error", f"The {what} could not be loaded: {_plain(exc)}")
+            self._emit_state()
+            if was_live and old is not None:
+                self.start_live()
+
+        what = f"Loading model {Path(model_path).name}" if model_path else "Preparing the engine"
+        self.tasks.submit(what, work, done, failed)
+        self._emit_state()
+
+    def backend_description(self) -> str:
+        p = self.pipeline
+        if p is None:
+            return ""
+        b = p.backend
+        name = getattr(b, "name", type(b).__name__)
+        return f"{name} · {getattr(b, 'precision', '?')} · {getattr(b, 'device', '?')}"
+
+    # ------------------------------------------------------------------ recording
+    def start_recording(
+        self, path: str | Path, fmt: str = "tiff", complete_on_stop: bool = True
+    ) -> None:
+        """Record raw frames + planes to ``path``: restarts the stream with the recorder."""
+        p = self.pipeline
+        if p is None or self.recorder is not None or self.busy:
+            return
+        from live_deepz.engine._recorder import Recorder
+
+        rec = Recorder(
+            p,
+            path,
+            format=fmt,
+            model=None if self.model_is_standin else self.model,
+            metadata={"app": "live-deepz ui", "untrained_standin": self.model_is_standin},
+            complete_on_stop=complete_on_stop,
+            progress=False,
+            on_error=lambda err: self._recorderFailed.emit(str(err)),
+        )
+
+        timeout = self.stop_timeout_s()
+
+        def work() -> None:
+            if p.state in ("running", "stopping", "error"):
+                p.stop(timeout)
+            rec.start()  # subscribes before the run starts: every frame from the first
+            try:
+                p.start()
+            except BaseException:
+                rec.stop(complete=False)
+                raise
+
+        def done(_: Any) -> None:
+            self._run_counter += 1
+            self.notice.emit("recording", "info", "")
+            self.notice.emit("live", "error", "")
+            self._emit_state()
+
+        def failed(exc: BaseException) -> None:
+            self.recorder = None
+            self.recordingChanged.emit(False)
+            self.notice.emit("recording", "error", f"The recording could not start: {_plain(exc)}")
+            self._emit_state()
+
+        self.recorder = rec
+        self.recordingChanged.emit(True)
+        self.tasks.submit(f"Starting the recording {Path(path).name}", work, done, failed)
+
+    def stop_recording(self, complete: bool | None = None, restart_live: bool = True) -> None:
+        """Stop the recording (and the stream), finish the files, compute skipped planes."""
+        rec = self.recorder
+        if rec is None or self._rec_stopping:
+            return
+        self._rec_stopping = True
+        was_live = self.pipeline is not None and self.pipeline.state == "running"
+
+        def done(summary: Any) -> None:
+            self.recorder = None
+            self._rec_stopping = False
+            self.last_summary = summary
+            self.recordingChanged.emit(False)
+            self.recordingFinished.emit(summary)
+            if summary.error:
+                self.notice.emit("recording", "error", f"Recording stopped: {summary.error}")
+            self._emit_state()
+            if was_live and restart_live and not summary.error:
+                self.start_live()
+
+        def failed(exc: BaseException) -> None:
+            self.recorder = None
+            self._rec_stopping = False
+            self.recordingChanged.emit(False)
+            self.notice.emit("recording", "error", f"Finishing the recording failed: {exc}")
+            self._emit_state()
+
+        what = "Finishing the recording" + (
+            " (computing the planes the engine skipped)" if complete is not False else ""
+        )
+        timeout = self.stop_timeout_s()
+        p = self.pipeline
+
+        def work() -> Any:
+            if p is not None and p.state in ("running", "stopping"):
+                p.stop(timeout)  # the engine may need seconds to finish its frame
+            return rec.stop(complete=complete)
+
+        self.tasks.submit(what, work, done, failed)
+
+    def _on_recorder_failed(self, message: str) -> None:
+        self.notice.emit("recording", "error", f"Recording stopped: {message}")
+        if self.recorder is not None and not self.busy:
+            self.stop_recording(complete=False, restart_live=False)
+        # else: poll() stops it once the running task is done
+
+    # ------------------------------------------------------------------ helpers
+    def _task_error(self, exc: BaseException) -> None:
+        self.notice.emit("live", "error", _plain(exc))
+        self._emit_state()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop everything and join every thread this session started (window close)."""
+        if self._closed:
+            return
+        self._closed = True
+        stop_s = self.stop_timeout_s()
+        self.tasks.wait(max(timeout, stop_s))
+        if self.pipeline is not None:
+            with contextlib.suppress(Exception):
+                self.pipeline.stop(stop_s)
+        rec, self.recorder = self.recorder, None
+        if rec is not None:
+            with contextlib.suppress(Exception):
+                summary = rec.stop(complete=False)
+                logger.warning(
+                    "recording %s closed with the window; %d frame(s) without planes: run "
+                    "`live-deepz complete %s`",
+                    summary.path,
+                    summary.incomplete,
+                    summary.path,
+                )
+        for sub in (self.planes_sub, self.raw_sub):
+            if sub is not None:
+                sub.close()
+        if self.events is not None:
+            self.events.disconnect_all()
+        self.tasks.shutdown(timeout)
+
+
+def _plain(exc: BaseException) -> str:
+    """The message of an error for the window (without the exception class for ours)."""
+    if isinstance(exc, LiveDeepzError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _live_error_text(exc: BaseException | None, message: str) -> str:
+    if isinstance(exc, CameraError):
+        return (
+            f"The camera stopped: {message}. Check the camera (power, cable, Micro-Manager "
+            "settings) and press Start live to try again."
+        )
+    from live_deepz.engine import EngineTooSlowError
+
+    if isinstance(exc, EngineTooSlowError):
+        return f"Live stopped: {message}"
+    return (
+        f"The refocusing engine stopped: {message}. Press Start live to try again; if it "
+        "happens again, choose another backend or model."
+    )
