@@ -121,12 +121,85 @@ def test_complete_refuses_a_different_model(
     assert rc == 1 and "sha256" in text and "--any-model" in text
 
 
-@pytest.mark.parametrize("flag", [["--drift-compensation"], ["--channels", "GFP,RFP"]])
+@pytest.mark.parametrize("flag", [["--channels", "GFP,RFP"]])
 def test_unbuilt_options_say_so_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
 ) -> None:
     rc = main(["record", "--sim", *flag, "-o", str(tmp_path / "x.ome.tif")])
     assert rc == 2 and "not built yet" in capsys.readouterr().err
+    assert not (tmp_path / "x.ome.tif").exists()
+
+
+class _DriftingFocus:
+    """A fake refocus function whose focus peak drifts with time (0.5 µm/s from +1 µm):
+    each plane is the input scaled by a Gaussian of its distance to the current focus, so the
+    focus measure peaks there. Tests the command's wiring, not focus estimation."""
+
+    z_range_um = (-10.0, 10.0)
+    pixel_size_um = 0.325
+
+    def __init__(self) -> None:
+        import time
+
+        self.t0 = time.monotonic()
+
+    def __call__(self, image: np.ndarray, dpms_um: np.ndarray) -> np.ndarray:
+        import time
+
+        focus = 1.0 + 0.5 * (time.monotonic() - self.t0)
+        d = np.asarray(dpms_um, dtype=np.float32)
+        gain = np.exp(-((d[:, 0, 0] - focus) ** 2) / (2 * 1.5**2)).astype(np.float32)
+        return gain[:, None, None] * np.asarray(image, np.float32)[None]
+
+
+def test_record_with_drift_compensation_journals_the_dpm_timeline(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from live_deepz.commands import record as record_cmd
+
+    monkeypatch.setattr(record_cmd, "_drift_refocus_fn", lambda m: _DriftingFocus())
+    out = tmp_path / "drift.ome.tif"
+    rc = main(
+        [
+            "record",
+            *SIM,
+            "--frames",
+            "40",
+            "--planes=-2:2:2",
+            "--drift-compensation",
+            "--drift-every-n",
+            "3",
+            "--model",
+            model,
+            *FAST,
+            "-o",
+            str(out),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    with open_recording(out) as r:
+        assert r.n_frames == 40 and r.complete.all()
+        (plan,) = r.metadata["plans"]
+        assert plan["plan"]["type"] == "drift" and plan["plan"]["estimator"]["every_n"] == 3
+        np.testing.assert_allclose(plan["offsets_um"], [-2, 0, 2])
+        events = [e for e in r.metadata["events"] if e.get("message") == "drift"]
+    assert events
+    frames = [f for e in events for f in e["frame_index"]]
+    corr = [c for e in events for c in e["correction_um"]]
+    raw = [v for e in events for v in e["estimates"]["raw_um"] if v is not None]
+    assert len(frames) == len(corr) >= 10 and frames == sorted(frames)
+    assert len(raw) >= 3 and max(raw) > min(raw) + 0.05  # the focus moved
+    assert len({round(c, 2) for c in corr if c is not None}) >= 3  # the DPMs followed it
+    assert min(c for c in corr if c is not None) >= 0.5  # they track the +1 µm start
+
+
+def test_drift_compensation_refuses_a_surface(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["record", *SIM, "--drift-compensation", "--tilt-deg", "1", "--model", model]
+    rc = main([*args, *FAST, "-o", str(tmp_path / "x.ome.tif")])
+    assert rc == 1 and "cannot be combined with --tilt-deg" in capsys.readouterr().err
     assert not (tmp_path / "x.ome.tif").exists()
 
 

@@ -156,7 +156,12 @@ def test_untrained_standin_banner(
 ) -> None:
     from live_deepz.ui import MainWindow, SessionConfig
 
-    monkeypatch.setenv("LIVE_DEEPZ_MODELS", str(tmp_path))  # no model anywhere
+    import live_deepz.modelfile as modelfile
+
+    monkeypatch.setenv("LIVE_DEEPZ_MODELS", str(tmp_path))  # no user models
+    empty = tmp_path / "no-bundled-models"
+    empty.mkdir()
+    monkeypatch.setattr(modelfile, "bundled_models_dir", lambda: empty)  # and none bundled
     win = MainWindow()
     qtbot.addWidget(win)
     _OPEN.append(win)

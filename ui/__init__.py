@@ -6,6 +6,9 @@
   thread, messages in plain words (``notice``);
 - :class:`MainWindow` — the plane grid, raw feed, single plane with depth slider, depth-coded
   MIP with an x–z section line, drift panel; controls; message bar; status bar;
+- :class:`CalibrationWizard` — the tilt / curvature calibration wizard (pages on
+  :class:`~live_deepz.calibration.CalibrationWizardModel`); :class:`CalibrationControls` —
+  its button, the applied surface and the drift-compensation toggle;
 - :class:`EventLoopProbe` — the UI thread's responsiveness (5 ms timer lateness);
 - :class:`Settings` — persisted model, planes, layout, record folder.
 
@@ -38,9 +41,12 @@ from ._views import (
     SinglePlaneView,
     XZSectionView,
 )
+from ._wizard import CalibrationControls, CalibrationWizard, wizard_model_for_session
 
 __all__ = [
     "AppOptions",
+    "CalibrationControls",
+    "CalibrationWizard",
     "CoreEvents",
     "DepthMipView",
     "DriftPanel",
@@ -73,4 +79,5 @@ __all__ = [
     "standin_model",
     "tune_for_latency",
     "wait_for",
+    "wizard_model_for_session",
 ]

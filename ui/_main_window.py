@@ -12,6 +12,11 @@ top, live numbers at the bottom.
     │ recording │ (draw the x–z line)   │                                         │
     └ status: state · camera fps · processed fps · drops · latency · UI loop · backend ┘
 
+The *Calibration* menu (and the Calibration group of the controls) opens the calibration
+wizard (:class:`~live_deepz.ui._wizard.CalibrationWizard`, non-modal) and switches drift
+compensation; with it on, the Drift dock shows the plane at offset 0 of the compensated plan
+each frame and the drift trace (≤ 5 Hz).
+
 A display timer (≤ 60 Hz) pulls the newest raw frame and the newest plane frame from the
 pipeline's display subscriptions (``subscribe_latest``: never waits, skips are counted) and
 hands them to the views; derived views (MIP, x–z) are computed on a worker thread
@@ -27,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QCloseEvent, QKeySequence, QShortcut
+from qtpy.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from qtpy.QtWidgets import (
     QDockWidget,
     QMainWindow,
@@ -52,6 +57,7 @@ from ._views import (
     SinglePlaneView,
     XZSectionView,
 )
+from ._wizard import CalibrationControls, CalibrationWizard
 
 __all__ = ["MainWindow"]
 
@@ -107,6 +113,7 @@ class MainWindow(QMainWindow):
         self.scope_controls = MicroscopeControls(s)
         self.plan_editor = PlanEditor(s)
         self.model_panel = ModelPanel(s)
+        self.calibration_controls = CalibrationControls(s)
         self.recording_panel = RecordingPanel(
             s,
             folder=settings.record_folder if settings else "",
@@ -121,6 +128,7 @@ class MainWindow(QMainWindow):
             self.scope_controls,
             self.plan_editor,
             self.model_panel,
+            self.calibration_controls,
             self.recording_panel,
         ):
             vl.addWidget(w)
@@ -156,6 +164,19 @@ class MainWindow(QMainWindow):
         self.status = StatusBar()
         self.setStatusBar(self.status)
 
+        # -- calibration menu
+        self.wizard: CalibrationWizard | None = None
+        menu = self.menuBar().addMenu("&Calibration")
+        self.calibrate_action = QAction("Calibrate tilt / curvature…", self)
+        self.calibrate_action.triggered.connect(self.open_calibration_wizard)
+        self.drift_action = QAction("Drift compensation", self)
+        self.drift_action.setCheckable(True)
+        self.drift_action.triggered.connect(
+            lambda *_: self.calibration_controls.drift.setChecked(self.drift_action.isChecked())
+        )
+        menu.addAction(self.calibrate_action)
+        menu.addAction(self.drift_action)
+
         # -- timers and the latency probe
         self.derived = DerivedWorker(self)
         self.derived.ready.connect(self._on_derived)
@@ -184,6 +205,11 @@ class MainWindow(QMainWindow):
         s.planChanged.connect(self._on_plan)
         s.modelChanged.connect(self._on_model)
         s.recordingChanged.connect(self._on_recording)
+        s.driftChanged.connect(self._on_drift)
+        for sig in (s.busyChanged, s.opened, s.stateChanged, s.modelChanged):
+            sig.connect(lambda *_: self._sync_drift_action())
+        self.calibration_controls.calibrateRequested.connect(self.open_calibration_wizard)
+        self._sync_drift_action()
         self.single.depthRequested.connect(self._on_depth)
         QShortcut(QKeySequence("Ctrl+L"), self, activated=self.live_button.click)
         QShortcut(QKeySequence("Ctrl+R"), self, activated=self.recording_panel.button.click)
@@ -227,6 +253,8 @@ class MainWindow(QMainWindow):
         self.save_settings()
         self._display_timer.stop()
         self._status_timer.stop()
+        if self.wizard is not None:
+            self.wizard.close()
         self.probe.stop()
         self.derived.close()
         self.session.shutdown()
@@ -313,6 +341,39 @@ class MainWindow(QMainWindow):
     def _on_recording(self, recording: bool) -> None:
         why = "the depth is fixed while recording" if recording else ""
         self.single.set_enabled_depth(not recording, why)
+        self._sync_drift_action()
+
+    # ------------------------------------------------------------------ calibration
+    def open_calibration_wizard(self) -> CalibrationWizard | None:
+        """Open (or bring forward) the calibration wizard on the session's model."""
+        if self.wizard is not None and self.wizard.isVisible():
+            self.wizard.raise_()
+            self.wizard.activateWindow()
+            return self.wizard
+        s = self.session
+        if s.model is None or s.pipeline is None:
+            self.messages.show_message(
+                "calibration", "warning", "The calibration needs the microscope and a model."
+            )
+            return None
+        folder = self.recording_panel.folder.text() if self.recording_panel else ""
+        self.wizard = CalibrationWizard(s, parent=self, folder=folder)
+        self.wizard.show()
+        return self.wizard
+
+    def _on_drift(self, on: bool) -> None:
+        s = self.session
+        self.drift.set_plan(s.drift_plan if on else None)
+        if on:
+            self.docks["drift"].show()
+            self.docks["drift"].raise_()
+        self._sync_drift_action()
+
+    def _sync_drift_action(self) -> None:
+        s = self.session
+        self.drift_action.setChecked(s.drift_enabled)
+        self.drift_action.setEnabled(s.pipeline is not None and not s.recording)
+        self.calibrate_action.setEnabled(s.pipeline is not None and s.model is not None)
 
     # ------------------------------------------------------------------ display
     def refresh_display(self) -> None:
@@ -345,10 +406,28 @@ class MainWindow(QMainWindow):
         k = int(depth_idx[0])
         if k >= 0:
             self.single.show_image(pf.planes[k], f" {pf.offsets_um[k]:+.1f} µm · frame {pf.index} ")
+        if s.drift_plan is not None and pf.plan.get("type") == "drift":
+            self._show_drift_feed(pf)
         self._planes_times.append(now)
         if now - self._last_derived >= DERIVED_INTERVAL_S:
             self._last_derived = now
             self._draw_derived(pf, grid_idx)
+
+    def _show_drift_feed(self, pf: Any) -> None:
+        """The plane at offset 0 of the drift-compensated plan, in the Drift dock."""
+        if not _visible(self.docks["drift"]):
+            return
+        zero = np.flatnonzero(np.abs(np.asarray(pf.offsets_um)) < 1e-9)
+        if zero.size == 0:
+            return
+        dp = self.session.drift_plan
+        corr = dp.served_um(pf.index) if dp is not None else None  # clamped to the range
+        if corr is None:
+            corr = pf.plan.get("correction_um")
+        ctext = f" · planes at {corr:+.2f} µm" if isinstance(corr, int | float) else ""
+        self.drift.show_corrected(
+            pf.planes[int(zero[0])], f" drift-corrected focus{ctext} · frame {pf.index} "
+        )
 
     def _draw_derived(self, pf: Any, grid_idx: np.ndarray) -> None:
         """Queue the MIP and the x–z section of the grid's planes on the worker thread."""

@@ -10,7 +10,18 @@ The pipeline's plan is the grid's planes plus the depth slider's plane::
 
     plan = StaticPlanePlan(grid_offsets ∪ {depth_um})
 
-so every frame carries both, computed from the same camera frame.
+so every frame carries both, computed from the same camera frame. Two calibrations change
+how that plan is built (:meth:`Session.current_plan`):
+
+- a **surface** from the calibration wizard (:meth:`Session.apply_calibration`): the planes
+  become ``surface + offsets`` (``CalibrationWizardModel.apply_to_plan``);
+- **drift compensation** (:meth:`Session.set_drift_compensation`): a
+  :class:`~live_deepz.calibration.DriftCompensationPlan` (flat planes at the offsets, plus 0
+  for the drift-corrected feed, around the tracked focus), built by
+  :func:`live_deepz.commands.record.drift_compensation_plan` — the estimator runs on a second
+  eager engine of the same model, every ``every_n``-th frame (>= 5 on the CPU). While it is
+  on, the surface is not applied (the two are not combined yet); moving the focus by hand
+  resets the tracking.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ import contextlib
 import logging
 import math
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +265,16 @@ def _adopt_core_events(core: Any) -> None:
 
 
 @dataclass
+class SurfaceCalibration:
+    """A surface applied from the calibration wizard: the planes are ``surface + offsets``."""
+
+    surface_um: np.ndarray
+    """``(H, W)`` µm, read-only."""
+    spec: dict[str, Any] | None
+    summary: str
+
+
+@dataclass
 class _Built:
     core: Any
     model: Any
@@ -277,6 +300,8 @@ class Session(QObject):
     planChanged() : the grid planes or the depth changed.
     recordingChanged(bool) : a recording started / stopped.
     recordingFinished(object) : the :class:`RecordingSummary` of the recording that ended.
+    driftChanged(bool) : drift compensation switched on (its plan is in use) or off.
+    calibrationChanged() : a surface calibration was applied or removed.
     """
 
     busyChanged = Signal(str)
@@ -287,6 +312,8 @@ class Session(QObject):
     planChanged = Signal()
     recordingChanged = Signal(bool)
     recordingFinished = Signal(object)
+    driftChanged = Signal(bool)
+    calibrationChanged = Signal()
     _recorderFailed = Signal(str)
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -313,6 +340,15 @@ class Session(QObject):
         self._closed = False
         self._rec_stopping = False
         self._recorderFailed.connect(self._on_recorder_failed)
+        self.calibration: SurfaceCalibration | None = None
+        self.drift_enabled = False
+        """Drift compensation wanted (its plan may still be being prepared)."""
+        self.drift_plan: Any = None
+        """The :class:`DriftCompensationPlan` in use, or None."""
+        self.drift_refocus_fn: Callable[[Any], Any] | None = None
+        """``model -> RefocusFn`` for the drift estimator instead of the model's engine
+        (tests and demos with an oracle)."""
+        self._drift_model: Any = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -418,7 +454,7 @@ class Session(QObject):
             z_range_um=model.card.z_range_um,
             dpm_scale_um=model.card.dpm_scale_um,
             mode="live",
-            max_planes=int(grid.size) + 1,
+            max_planes=int(grid.size) + 2,  # + the depth plane + 0 (drift-corrected feed)
         )
         return backend, pipeline, grid, depth
 
@@ -430,6 +466,7 @@ class Session(QObject):
         self.core = built.core
         self.na = built.na
         self.events = CoreEvents(built.core, self)
+        self.events.focusChanged.connect(self._on_focus_moved)
         self._adopt_plan(built.grid, built.depth)
         self._install(built.model, built.standin, built.pipeline)
         self.opened.emit()
@@ -468,10 +505,29 @@ class Session(QObject):
         self._reported_error = None
         if old is not None and old is not pipeline:
             self._retire(old)
+            self._reapply_calibrations()
         self._check_model()
         self.modelChanged.emit()
         self.planChanged.emit()
         self._emit_state()
+
+    def _reapply_calibrations(self) -> None:
+        """A new pipeline (model or engine changed) starts with flat planes: put the surface
+        back and rebuild the drift estimator for the new model."""
+        if self.drift_enabled:
+            old, self.drift_plan = self.drift_plan, None
+            self._close_plan_later(old)
+            self.drift_enabled = False
+            self.driftChanged.emit(False)
+            self.set_drift_compensation(True)
+        elif self.calibration is not None:
+            err = self._apply_plan()
+            if err:
+                self.calibration = None
+                self.notice.emit(
+                    "calibration", "warning", f"The surface calibration was removed: {err}"
+                )
+                self.calibrationChanged.emit()
 
     def _retire(self, pipeline: Any) -> None:
         if pipeline.state in ("running", "stopping"):
@@ -636,11 +692,26 @@ class Session(QObject):
         self.planChanged.emit()
         return ""
 
+    def current_plan(self) -> Any:
+        """The plan for the current planes: drift-compensated, on the calibrated surface, or
+        flat (see the module docstring)."""
+        offsets = self.plan_offsets()
+        dp = self.drift_plan
+        if self.drift_enabled and dp is not None:
+            want = parse_planes([*offsets.tolist(), 0.0])
+            if np.array_equal(want, dp.offsets_um):
+                return dp
+            return self._new_drift_plan(dp.estimator, want, initial_um=dp.correction_um())
+        cal = self.calibration
+        if cal is not None:
+            return StaticPlanePlan(offsets, cal.surface_um, surface_spec=cal.spec)
+        return StaticPlanePlan(offsets)
+
     def _apply_plan(self) -> str:
         p = self.pipeline
         if p is None:
             return ""
-        plan = StaticPlanePlan(self.plan_offsets())
+        plan = self.current_plan()
         try:
             p.set_plan(plan)
         except DPMRangeError as exc:
@@ -661,7 +732,216 @@ class Session(QObject):
                 lambda _: self._restart_after(),
                 self._task_error,
             )
+        self._adopt_drift_plan(plan)
         return ""
+
+    def _adopt_drift_plan(self, plan: Any) -> None:
+        old = self.drift_plan
+        if plan is old:
+            return
+        is_drift = hasattr(plan, "trace") and hasattr(plan, "update")
+        self.drift_plan = plan if is_drift else None
+        if old is not None:
+            self._close_plan_later(old)
+        self.driftChanged.emit(self.drift_plan is not None)
+
+    def _close_plan_later(self, plan: Any) -> None:
+        """Stop a replaced drift plan's worker once the engine has surely left it (the frame
+        in flight may still call it)."""
+        close = getattr(plan, "close", None)
+        if not callable(close):
+            return
+        delay_ms = int(1000 * min(30.0, max(1.0, self.stop_timeout_s() / 4)))
+
+        def later() -> None:
+            if not self._closed:
+                self.tasks.submit("Stopping the drift tracking", close)
+
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(delay_ms, self, later)
+
+    # ------------------------------------------------------------------ calibrations
+    def grab_frame(self, timeout_s: float = 5.0) -> tuple[np.ndarray, str]:
+        """A copy of the current camera frame and where it came from (call it on a worker
+        thread). While live, the newest frame of the stream (live keeps running); otherwise
+        one snapped frame (takes one exposure)."""
+        p, core = self.pipeline, self.core
+        if core is None:
+            raise CameraError("the microscope is not ready yet")
+        if p is not None and p.state == "running":
+            sub = p.subscribe_latest("raw")
+            try:
+                deadline = time.monotonic() + timeout_s
+                while True:
+                    f = sub.get_latest(copy=True)
+                    if f is not None:
+                        return np.array(f.image), (
+                            f"the newest live frame (frame {f.camera_frame}; live keeps running)"
+                        )
+                    if time.monotonic() > deadline:
+                        raise CameraError(f"no frame came from the live stream in {timeout_s:g} s")
+                    time.sleep(0.01)
+            finally:
+                sub.close()
+        if core.isSequenceRunning():
+            raise CameraError("the camera is streaming for another program: stop it first")
+        core.snapImage()
+        return np.array(core.getImage()), "a snapped frame (live is off)"
+
+    def apply_calibration(self, wizard_model: Any) -> str:
+        """Refocus the live planes onto the wizard's fitted surface
+        (``wizard_model.apply_to_plan(current offsets)``); returns an error message or ""."""
+        if self.pipeline is None:
+            return "The microscope is not ready yet."
+        if self.recording:
+            return "The planes cannot change while recording: stop the recording first."
+        try:
+            plan = wizard_model.apply_to_plan(self.plan_offsets())
+        except LiveDeepzError as exc:
+            return _plain(exc)
+        surface = plan.surface_um
+        shape = (int(self.core.getImageHeight()), int(self.core.getImageWidth()))
+        if surface is None or tuple(surface.shape) != shape:
+            got = "no" if surface is None else f"a {surface.shape[0]}×{surface.shape[1]} px"
+            return (
+                f"The calibration has {got} surface but the camera's frames are "
+                f"{shape[0]}×{shape[1]} px: calibrate on a live frame (or an image of the "
+                "camera's size)."
+            )
+        sf = getattr(wizard_model, "surface_fit", None)
+        summary = ""
+        if sf is not None:
+            summary = sf.summary().splitlines()[1] if sf.kind != "smooth" else "smooth surface"
+        old = self.calibration
+        self.calibration = SurfaceCalibration(
+            surface, plan.describe().get("surface"), summary or "fitted surface"
+        )
+        if self.drift_enabled:
+            self.notice.emit(
+                "calibration",
+                "info",
+                "Surface calibration stored; it applies when drift compensation is off.",
+            )
+        else:
+            err = self._apply_plan()
+            if err:
+                self.calibration = old
+                return err
+            self.notice.emit("calibration", "info", "")
+        self.calibrationChanged.emit()
+        self.planChanged.emit()
+        return ""
+
+    def clear_calibration(self) -> str:
+        """Back to flat planes; returns an error message or ""."""
+        if self.calibration is None:
+            return ""
+        if self.recording:
+            return "The planes cannot change while recording: stop the recording first."
+        old, self.calibration = self.calibration, None
+        err = "" if self.drift_enabled else self._apply_plan()
+        if err:
+            self.calibration = old
+            return err
+        self.notice.emit("calibration", "info", "")
+        self.calibrationChanged.emit()
+        self.planChanged.emit()
+        return ""
+
+    def set_drift_compensation(self, on: bool) -> str:
+        """Switch drift compensation on (the estimator's engine is prepared on a worker
+        thread, then the pipeline gets the drift plan) or off (the static plan again).
+        Returns an error message or ""; ``driftChanged`` tells when the plan is in use."""
+        on = bool(on)
+        if on == self.drift_enabled:
+            return ""
+        if self.recording:
+            return "Switch drift compensation before recording, not during it."
+        if self.pipeline is None or self.model is None or self.core is None:
+            return "The microscope is not ready yet."
+        if not on:
+            self.drift_enabled = False
+            err = self._apply_plan()
+            if err:
+                self.drift_enabled = True
+                return err
+            self.notice.emit("drift", "info", "")
+            return ""
+        self.drift_enabled = True
+        model, p = self.model, self.pipeline
+        shape = (int(self.core.getImageHeight()), int(self.core.getImageWidth()))
+        offsets = parse_planes([*self.plan_offsets().tolist(), 0.0])
+        device = str(getattr(p.backend, "device", "cpu"))
+        precision = str(getattr(p.backend, "precision", "auto"))
+        factory = self.drift_refocus_fn
+
+        def build() -> Any:
+            from live_deepz.commands.record import drift_compensation_plan
+
+            return drift_compensation_plan(
+                model,
+                offsets,
+                shape,
+                device=device,
+                precision=precision,
+                refocus_fn=None if factory is None else factory(model),
+                asynchronous=device.startswith("cuda"),
+            )
+
+        def done(plan: Any) -> None:
+            if not self.drift_enabled or self.model is not model or self.pipeline is not p:
+                self._close_plan_later(plan)  # switched off / replaced meanwhile
+                return
+            self._drift_model = model
+            self.drift_plan = plan
+            err = self._apply_plan()
+            if err:
+                self.drift_enabled = False
+                self.drift_plan = None
+                self._close_plan_later(plan)
+                self.notice.emit("drift", "error", f"Drift compensation failed: {err}")
+                self.driftChanged.emit(False)
+                return
+            self.driftChanged.emit(True)
+            if self.calibration is not None:
+                self.notice.emit(
+                    "drift",
+                    "info",
+                    "Drift compensation uses flat planes around the tracked focus: the "
+                    "surface calibration is not applied while it is on.",
+                )
+
+        def failed(exc: BaseException) -> None:
+            self.drift_enabled = False
+            self.notice.emit("drift", "error", f"Drift compensation could not start: {_plain(exc)}")
+            self.driftChanged.emit(False)
+
+        self.tasks.submit("Preparing drift compensation", build, done, failed)
+        return ""
+
+    def _new_drift_plan(self, estimator: Any, offsets: np.ndarray, initial_um: float) -> Any:
+        """The drift plan for new plane offsets, continuing from the current correction."""
+        from live_deepz.calibration import DriftCompensationPlan
+        from live_deepz.commands.record import drift_every_n
+
+        p = self.pipeline
+        device = str(getattr(p.backend, "device", "cpu")) if p is not None else "cpu"
+        shape = (int(self.core.getImageHeight()), int(self.core.getImageWidth()))
+        estimator.every_n = drift_every_n(estimator, shape, int(offsets.size), device)
+        return DriftCompensationPlan(
+            estimator,
+            offsets,
+            initial_um=initial_um - estimator.target_offset_um,
+            asynchronous=device.startswith("cuda"),
+        )
+
+    def _on_focus_moved(self, _: float) -> None:
+        """The focus was moved on purpose: restart the drift tracking (otherwise the filter
+        takes the jump for outliers and follows it only after a few estimates)."""
+        dp = self.drift_plan
+        if dp is not None:
+            dp.reset()
 
     def _restart_after(self) -> None:
         self.start_live()
@@ -841,6 +1121,10 @@ class Session(QObject):
         if self.pipeline is not None:
             with contextlib.suppress(Exception):
                 self.pipeline.stop(stop_s)
+        dp, self.drift_plan = self.drift_plan, None
+        if dp is not None and callable(getattr(dp, "close", None)):
+            with contextlib.suppress(Exception):
+                dp.close()
         rec, self.recorder = self.recorder, None
         if rec is not None:
             with contextlib.suppress(Exception):

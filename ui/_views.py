@@ -1,5 +1,5 @@
 """The image views: raw feed, plane grid, single plane with depth slider, depth-coded MIP,
-x–z section, and the drift panel placeholder.
+x–z section, and the drift panel (drift-corrected feed + drift trace).
 
 Every view draws with pyqtgraph ``ImageItem``s at **fixed levels** (``autoLevels=False``):
 contrast is set automatically once, on the first frame, and stays fixed while live so that
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import pyqtgraph as pg
 from qtpy.QtCore import QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QFont
 from qtpy.QtWidgets import (
+    QBoxLayout,
     QComboBox,
     QDoubleSpinBox,
     QHBoxLayout,
@@ -246,10 +248,10 @@ class ImagePane(QWidget):
 
     def set_pixel_size(self, pixel_size_um: float | None) -> None:
         """Show a scale bar (a round length, about a fifth of the field) when known."""
-        if self._scale is not None:
-            self._scale.setParentItem(None)
-            if self._scale.scene() is not None:
-                self._scale.scene().removeItem(self._scale)
+        if self._scale is not None:  # (ScaleBar.setParentItem(None) raises: remove it)
+            scene = self._scale.scene()
+            if scene is not None:
+                scene.removeItem(self._scale)
             self._scale = None
         if not pixel_size_um or not self._shape:
             self._px = pixel_size_um
@@ -726,55 +728,174 @@ class XZSectionView(QWidget):
 
 
 class DriftPanel(QWidget):
-    """Placeholder for drift compensation: the drift-corrected feed and the drift trace.
+    """Drift compensation: the drift-corrected feed and the focus-drift trace.
 
-    The calibration wizard fills it: :meth:`set_plan` with a plan that has ``trace()``
-    (a :class:`~live_deepz.calibration.DriftCompensationPlan`), :meth:`show_corrected`
-    with each corrected frame. Until then it says how to set it up.
+    :meth:`set_plan` with a plan that has ``trace()`` (a
+    :class:`~live_deepz.calibration.DriftCompensationPlan`) or None (off);
+    :meth:`show_corrected` with each corrected plane (the plan's offset 0);
+    :meth:`refresh` redraws the trace — at most :attr:`MAX_HZ` times a second, whatever the
+    caller's rate. The trace shows each raw estimate (grey: accepted, red: rejected by the
+    filter as an outlier) and the filtered drift (blue) against time since the first
+    estimate; the text above says the correction in use and warns when the planes hit the
+    end of the model's range.
     """
+
+    MAX_HZ = 5.0
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.plan: Any = None
         self.note = QLabel(
-            "Drift compensation is off. Once it is set up (calibration wizard), this panel "
-            "shows the drift-corrected plane and the focus-drift trace."
+            "Drift compensation is off. Switch it on in the Calibration controls (or the "
+            "Calibration menu): this panel then shows the drift-corrected plane and the "
+            "focus-drift trace."
         )
         self.note.setWordWrap(True)
         self.note.setObjectName("dim")
+        self.status = QLabel("")
+        self.status.setObjectName("dim")
+        self.status.setWordWrap(True)
+        self.status.setVisible(False)
+        self.warning = QLabel("")
+        self.warning.setObjectName("warning")
+        self.warning.setWordWrap(True)
+        self.warning.setVisible(False)
         self.feed = ImagePane("gray")
         self.feed.set_waiting("no drift-corrected feed")
         self.trace_plot = pg.PlotWidget(background=_BG)
-        self.trace_plot.setMaximumHeight(150)
+        self.trace_plot.setMinimumSize(160, 110)
+        self.trace_plot.setTitle(
+            "<span style='color:#aaaaaa'>● estimate</span>&nbsp;&nbsp;"
+            "<span style='color:#ff6e6e'>× rejected</span>&nbsp;&nbsp;"
+            "<span style='color:#4fc3f7'>— filtered</span>",
+            size="8pt",
+        )
         self.trace_plot.setLabel("left", "drift (µm)")
         self.trace_plot.setLabel("bottom", "time (s)")
+        for ax in ("left", "bottom"):
+            self.trace_plot.getAxis(ax).enableAutoSIPrefix(False)
         self.trace_plot.showGrid(x=True, y=True, alpha=0.2)
         self.raw_curve = self.trace_plot.plot(
-            [], [], pen=None, symbol="o", symbolSize=4, symbolBrush=QColor(150, 150, 150)
+            [],
+            [],
+            pen=None,
+            symbol="o",
+            symbolSize=5,
+            symbolPen=None,
+            symbolBrush=QColor(170, 170, 170),
+        )
+        self.rejected_curve = self.trace_plot.plot(
+            [],
+            [],
+            pen=None,
+            symbol="x",
+            symbolSize=7,
+            symbolPen=pg.mkPen("#ff6e6e"),
+            symbolBrush=None,
         )
         self.filtered_curve = self.trace_plot.plot([], [], pen=pg.mkPen("#4fc3f7", width=2))
+        self.n_trace_points = 0
+        """Estimates in the last trace drawn."""
+        self.frames_shown = 0
+        self._last_refresh = 0.0
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(3)
         lay.addWidget(self.note)
-        lay.addWidget(self.feed, 1)
-        lay.addWidget(self.trace_plot)
+        lay.addWidget(self.status)
+        lay.addWidget(self.warning)
+        self._body = QBoxLayout(QBoxLayout.Direction.LeftToRight)
+        self._body.addWidget(self.feed, 2)
+        self._body.addWidget(self.trace_plot, 3)
+        lay.addLayout(self._body, 1)
+
+    def resizeEvent(self, event: Any) -> None:
+        """Feed and trace side by side in a wide dock, stacked in a tall one."""
+        super().resizeEvent(event)
+        wide = self.width() >= 1.2 * self.height()
+        want = QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom
+        if self._body.direction() != want:
+            self._body.setDirection(want)
 
     def set_plan(self, plan: Any) -> None:
         """Follow ``plan.trace()`` (any object with it), or ``None`` to switch off."""
         self.plan = plan if plan is not None and hasattr(plan, "trace") else None
-        self.note.setVisible(self.plan is None)
-        self.refresh()
+        on = self.plan is not None
+        self.note.setVisible(not on)
+        self.status.setVisible(on)
+        if not on:
+            self.warning.setVisible(False)
+            self.feed.set_waiting("drift compensation is off")
+            for c in (self.raw_curve, self.rejected_curve, self.filtered_curve):
+                c.setData([], [])
+            self.n_trace_points = 0
+        self.refresh(force=True)
 
     def show_corrected(self, image: np.ndarray, text: str = "") -> None:
         self.feed.show_image(image, text)
+        self.frames_shown += 1
 
-    def refresh(self) -> None:
-        """Redraw the trace (the window calls this a few times a second)."""
+    def refresh(self, force: bool = False) -> None:
+        """Redraw the trace and the status (at most :attr:`MAX_HZ` times a second)."""
         if self.plan is None:
             return
+        now = time.monotonic()
+        if not force and now - self._last_refresh < 1.0 / self.MAX_HZ:
+            return
+        self._last_refresh = now
         tr = self.plan.trace()
         t = np.asarray(tr.get("t_ms", []), dtype=np.float64) / 1e3
-        if t.size == 0:
+        self.n_trace_points = int(t.size)
+        if t.size:
+            t = t - t[0]
+            raw = np.asarray(tr.get("raw_um", np.full(t.size, np.nan)), dtype=np.float64)
+            acc = np.asarray(tr.get("accepted", np.ones(t.size, bool)), dtype=bool)
+            filt = np.asarray(tr.get("filtered_um", np.full(t.size, np.nan)), dtype=np.float64)
+            ok = np.isfinite(raw)
+            self.raw_curve.setData(t[ok & acc], raw[ok & acc])
+            self.rejected_curve.setData(t[ok & ~acc], raw[ok & ~acc])
+            fin = np.isfinite(filt)
+            self.filtered_curve.setData(t[fin], filt[fin])
+        else:
+            for c in (self.raw_curve, self.rejected_curve, self.filtered_curve):
+                c.setData([], [])
+        self._show_status()
+
+    def _show_status(self) -> None:
+        describe = getattr(self.plan, "describe", None)
+        if not callable(describe):
             return
-        self.raw_curve.setData(t, np.asarray(tr.get("raw_um", np.full(t.size, np.nan))))
-        self.filtered_curve.setData(t, np.asarray(tr.get("filtered_um", np.full(t.size, np.nan))))
+        try:
+            d = dict(describe())
+        except Exception:  # a plan mid-update: keep the last text
+            return
+        served = None
+        served_um = getattr(self.plan, "served_um", None)
+        if callable(served_um) and d.get("frame_index") is not None:
+            served = served_um(int(d["frame_index"]))
+        corr = d.get("correction_um")
+        parts = ["tracking" if d.get("filtered_um") is not None else "waiting for an estimate"]
+        if served is not None:
+            parts.append(f"planes at {served:+.2f} µm")
+        elif isinstance(corr, int | float):
+            parts.append(f"correction {corr:+.2f} µm")
+        c = d.get("counters") or {}
+        n = int(c.get("estimates", 0))
+        if n:
+            parts.append(
+                f"{n} estimates, {c.get('failed', 0)} failed, {c.get('rejected', 0)} rejected"
+            )
+        est = d.get("estimator") or {}
+        if est.get("every_n"):
+            parts.append(f"every {est['every_n']} frames")
+        self.status.setText(" · ".join(parts))
+        warn = ""
+        if d.get("clamped") and isinstance(corr, int | float):
+            warn = (
+                f"⚠ The sample's focus ({corr:+.2f} µm) needs planes beyond the model's range: "
+                "they stop at its end. Choose planes closer to 0 or refocus the microscope."
+            )
+        elif d.get("last_message"):
+            warn = f"⚠ {d['last_message']}"
+        self.warning.setText(warn)
+        self.warning.setVisible(bool(warn))

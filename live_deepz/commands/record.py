@@ -10,24 +10,231 @@ planes it skipped are computed after the stop from the raw frames (``--no-comple
 leaves them for ``live-deepz complete``). Ctrl-C stops the recording cleanly. The summary
 at the end counts frames acquired, written, processed live, completed after, dropped by
 the camera and lost (never silently).
+
+``--drift-compensation`` makes the planes follow the sample's focus drift: the plan is a
+:class:`~live_deepz.calibration.DriftCompensationPlan` (planes = tracked focus + ``--planes``
+offsets) built by :func:`drift_compensation_plan`, which the live UI uses as well. The
+recording journals the plan once (its ``describe()``) and the DPM timeline as ``drift``
+events about once a second: per processed frame the correction served (µm) and every raw /
+filtered drift estimate.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 import time
 import warnings
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from ..errors import InputError
 from .refocus import add_plan_arguments, build_plan, load_models
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "drift_compensation_plan", "drift_every_n", "run"]
 
 DEFAULT_PLANES = "-4:4:2"
 NOT_BUILT = 2
+
+# --------------------------------------------------------------------------- drift plan
+
+DRIFT_CHUNK = 3
+"""Planes per call of the drift estimator's engine: every sweep is padded to a multiple of
+it, so the estimator's backend is prepared once (a change of batch size re-prepares it,
+which runs warm-up passes); 3 wastes at most 2 planes per sweep."""
+DRIFT_BUDGET = {"cpu": 0.10, "cuda": 0.25}
+"""Extra inference the drift estimates may add on average, as a fraction of the live
+planes' own (pixels × planes): every_n = ceil(estimate cost / frame cost / budget)."""
+DRIFT_MIN_EVERY_N = {"cpu": 5, "cuda": 1}
+"""On the CPU the estimate runs inside the engine thread (synchronous: no second thread
+fighting for the cores), so the frame it runs on is late by its cost; at most one frame in
+5 carries it. On CUDA it runs on its own worker thread and stream (asynchronous), frames
+arriving while it is busy are skipped by the estimator, never by the engine."""
+DRIFT_MAX_EVERY_N = 100
+
+
+def drift_every_n(
+    estimator: Any, frame_shape: tuple[int, int], n_planes: int, device: str = "cpu"
+) -> int:
+    """How often (every n-th camera frame) to estimate the drift so that the estimator's
+    sweeps stay within :data:`DRIFT_BUDGET` of the live inference work.
+
+    ``every_n`` counts camera frames (the pipeline's frame index): when the engine is slower
+    than the camera and skips frames, an estimate runs at most once per processed frame,
+    i.e. the extra work per processed frame is then bounded by one sweep (a few planes of a
+    1/4-size crop: about 15 % of a 12-plane 512² frame).
+    """
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    h, w = (int(v) for v in frame_shape)
+    _, _, ch, cw = estimator.crop_window(np.zeros((h, w), np.float32))
+    n_coarse = len(estimator.coarse_offsets)
+    n_fine = int(estimator.n_planes_per_estimate) - n_coarse
+    c = DRIFT_CHUNK
+    padded = -(-n_coarse // c) * c + (-(-n_fine // c) * c if n_fine > 0 else 0)
+    ratio = padded * ch * cw / max(1, int(n_planes) * h * w)
+    n = max(DRIFT_MIN_EVERY_N[kind], math.ceil(ratio / DRIFT_BUDGET[kind] - 1e-9))
+    return int(min(n, DRIFT_MAX_EVERY_N))
+
+
+class _PaddedRefocus:
+    """A refocus function called with a multiple of ``chunk`` planes (the last repeated), so
+    that the engine behind it keeps one prepared shape per crop size; one call at a time (a
+    replaced plan's worker may still be sweeping when the new plan's starts)."""
+
+    def __init__(self, inner: Any, chunk: int = DRIFT_CHUNK) -> None:
+        self.inner = inner
+        self.chunk = int(chunk)
+        self.z_range_um = getattr(inner, "z_range_um", None)
+        self.pixel_size_um = getattr(inner, "pixel_size_um", None)
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray, dpms_um: np.ndarray) -> np.ndarray:
+        dpms = np.asarray(dpms_um, dtype=np.float32)
+        k = dpms.shape[0]
+        n = -(-k // self.chunk) * self.chunk
+        if n != k:
+            dpms = np.concatenate([dpms, np.repeat(dpms[-1:], n - k, axis=0)])
+        with self._lock:
+            return np.asarray(self.inner(image, dpms))[:k]
+
+    def describe(self) -> dict[str, Any]:
+        d = getattr(self.inner, "describe", None)
+        return {**(d() if callable(d) else {}), "chunk": self.chunk}
+
+
+class DriftTimeline:
+    """A drift plan that also keeps the correction it served per processed frame (the DPM
+    timeline) and hands out what is new since the last :meth:`drain` (for the recording's
+    journal). Give the pipeline this object instead of the plan; everything else is the
+    plan's."""
+
+    def __init__(self, plan: Any, maxlen: int = 200_000) -> None:
+        self.plan = plan
+        self.offsets_um = plan.offsets_um
+        self._served: deque[tuple[int, float, float]] = deque(maxlen=maxlen)
+        self._n_trace = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.plan, name)
+
+    def update(self, image_norm: np.ndarray, frame_index: int, timestamp_ms: float) -> Any:
+        return self.plan.update(image_norm, frame_index, timestamp_ms)
+
+    def dpms_for_frame(
+        self, frame_index: int, timestamp_ms: float, shape: tuple[int, int]
+    ) -> np.ndarray:
+        arr = self.plan.dpms_for_frame(frame_index, timestamp_ms, shape)
+        v = self.plan.served_um(frame_index)  # the last entry: found at once
+        with self._lock:
+            self._served.append(
+                (int(frame_index), float(timestamp_ms), math.nan if v is None else float(v))
+            )
+        return np.asarray(arr)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.plan.describe())
+
+    def drain(self) -> dict[str, Any] | None:
+        """``{"frame_index", "t_ms", "correction_um", "estimates": {...}}`` since the last
+        call (None when nothing is new)."""
+        with self._lock:
+            served = list(self._served)
+            self._served.clear()
+        tr = self.plan.trace()
+        n = len(tr["frame_index"])
+        start = self._n_trace if self._n_trace <= n else 0  # a reset() cleared the trace
+        self._n_trace = n
+        if not served and start >= n:
+            return None
+
+        def nums(a: Any) -> list[float | None]:
+            return [None if not math.isfinite(float(v)) else round(float(v), 4) for v in a]
+
+        return {
+            "frame_index": [f for f, _, _ in served],
+            "t_ms": nums([t for _, t, _ in served]),
+            "correction_um": nums([v for _, _, v in served]),
+            "estimates": {
+                "frame_index": [int(v) for v in tr["frame_index"][start:]],
+                "t_ms": nums(tr["t_ms"][start:]),
+                "raw_um": nums(tr["raw_um"][start:]),
+                "filtered_um": nums(tr["filtered_um"][start:]),
+                "accepted": [bool(v) for v in tr["accepted"][start:]],
+            },
+        }
+
+
+def drift_compensation_plan(
+    model: Any,
+    offsets_um: str | float | Sequence[float] | np.ndarray,
+    frame_shape: tuple[int, int],
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    refocus_fn: Any = None,
+    every_n: int | None = None,
+    asynchronous: bool | None = None,
+    warm: bool = True,
+    **estimator_options: Any,
+) -> Any:
+    """A :class:`~live_deepz.calibration.DriftCompensationPlan` for a live pipeline.
+
+    The estimator's sweeps run on a **second eager-torch engine** for ``model``
+    (:func:`~live_deepz.calibration.engine_refocus_fn`, same device and precision as the
+    live backend), not on the pipeline's own backend: the live backend is prepared (and for
+    compile / CUDA graphs / TensorRT, built) for the frame size and plane count, and a
+    sweep on a smaller crop with another plane count would rebuild it twice per estimate.
+    The second engine costs one more copy of the weights; the inference work is the same.
+    It is prepared here (``warm``), off the engine thread, for the crop size of
+    ``frame_shape``.
+
+    ``every_n`` default: :func:`drift_every_n` (>= 5 on the CPU). ``asynchronous`` default:
+    on CUDA only (see :data:`DRIFT_MIN_EVERY_N`). ``refocus_fn`` replaces the engine (tests,
+    oracles). Other keywords go to :class:`~live_deepz.calibration.DriftEstimator`.
+    """
+    from live_deepz.calibration import DriftCompensationPlan, DriftEstimator, engine_refocus_fn
+    from live_deepz.dpm import parse_planes
+
+    dev = str(device)
+    is_cuda = dev.startswith("cuda")
+    if refocus_fn is None:
+        engine = engine_refocus_fn(
+            model, "torch", precision=precision, device=dev, max_planes=DRIFT_CHUNK
+        )
+        refocus_fn = _PaddedRefocus(engine)
+    else:
+        engine = None
+    zr = getattr(refocus_fn, "z_range_um", None)
+    if zr is None and model is not None:
+        zr = tuple(float(v) for v in model.card.z_range_um)
+    estimator = DriftEstimator(refocus_fn, z_range_um=zr, **estimator_options)
+    plan_offsets = parse_planes(offsets_um)
+    estimator.every_n = int(
+        every_n
+        if every_n is not None
+        else drift_every_n(estimator, frame_shape, int(np.size(plan_offsets)), dev)
+    )
+    if engine is not None and warm:
+        _, _, ch, cw = estimator.crop_window(np.zeros(tuple(frame_shape), np.float32))
+        lo, hi = estimator.sweep_um
+        refocus_fn(
+            np.zeros((ch, cw), np.float32),
+            np.full((DRIFT_CHUNK, ch, cw), (lo + hi) / 2, np.float32),
+        )
+    return DriftCompensationPlan(
+        estimator,
+        plan_offsets,
+        asynchronous=is_cuda if asynchronous is None else bool(asynchronous),
+    )
+
+
+# --------------------------------------------------------------------------- the command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +251,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exposure-ms", type=float, default=None, help="camera exposure, ms")
     add_plan_arguments(parser, default_planes=DEFAULT_PLANES)
     parser.add_argument(
-        "--drift-compensation", action="store_true", help="follow focus drift (not built yet)"
+        "--drift-compensation",
+        action="store_true",
+        help="planes follow the sample's focus drift (tracked from the frames; flat planes "
+        "at the --planes offsets around the tracked focus)",
+    )
+    parser.add_argument(
+        "--drift-every-n",
+        type=int,
+        default=None,
+        help="estimate the drift on every N-th camera frame (default: automatic, within "
+        "10 %% (CPU) / 25 %% (CUDA) of the live inference work, at least 5 on the CPU)",
     )
     parser.add_argument(
         "--channels", default=None, help="multi-channel acquisition (not built yet)"
@@ -102,15 +319,32 @@ def _open_core(args: argparse.Namespace) -> Any:
     return core
 
 
+def _drift_refocus_fn(model: Any) -> Any:
+    """The drift estimator's refocus function (None: the model's engine); tests replace it."""
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.drift_compensation or args.channels:
-        what = "--drift-compensation" if args.drift_compensation else "--channels"
+    if args.channels:
         print(
-            f"live-deepz record: {what} is not built yet in this version; record without it "
-            "(the raw stream keeps everything needed to refocus later).",
+            "live-deepz record: --channels is not built yet in this version; record without "
+            "it (the raw stream keeps everything needed to refocus later).",
             file=sys.stderr,
         )
         return NOT_BUILT
+    if args.drift_every_n is not None and args.drift_every_n < 1:
+        raise InputError(f"--drift-every-n must be >= 1, got {args.drift_every_n}")
+    if args.drift_compensation:
+        surfaces = [
+            n
+            for n, v in (("--tilt-deg", args.tilt_deg), ("--surface", args.surface))
+            if v is not None
+        ] + (["--dpm"] if args.dpm is not None else [])
+        if surfaces:
+            raise InputError(
+                f"--drift-compensation refocuses onto flat planes around the tracked focus; "
+                f"it cannot be combined with {' / '.join(surfaces)} yet"
+            )
     if args.frames is not None and args.frames < 1:
         raise InputError(f"--frames must be >= 1, got {args.frames}")
     if args.seconds is not None and not args.seconds > 0:
@@ -138,6 +372,18 @@ def run(args: argparse.Namespace) -> int:
         backend = create_backend(
             args.backend, model.generator, precision=args.precision, device=args.device
         )
+        timeline: DriftTimeline | None = None
+        if args.drift_compensation:
+            plan = drift_compensation_plan(
+                model,
+                plan.offsets_um,
+                shape,
+                device=str(backend.device),
+                precision=str(backend.precision),
+                refocus_fn=_drift_refocus_fn(model),
+                every_n=args.drift_every_n,
+            )
+            plan = timeline = DriftTimeline(plan)
         pipeline = LivePipeline(
             core,
             backend,
@@ -166,11 +412,21 @@ def run(args: argparse.Namespace) -> int:
     recorder.start()
     interrupted = False
     t0 = time.perf_counter()
+    last_drift = t0
+
+    def journal_drift() -> None:
+        chunk = None if timeline is None else timeline.drain()
+        if chunk is not None and recorder.writer is not None:
+            recorder.writer.event("drift", **chunk)
+
     try:
         pipeline.start()
         last_print = t0
         while not stop_now.is_set():
             now = time.perf_counter()
+            if timeline is not None and now - last_drift >= 1.0:
+                journal_drift()
+                last_drift = now
             if args.frames is not None and recorder.frames_written >= args.frames:
                 break
             if args.seconds is not None and now - t0 >= args.seconds:
@@ -193,6 +449,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not args.no_progress:
             print(file=sys.stderr)
+        if timeline is not None:  # the last estimates, before completion closes the files
+            try:
+                pipeline.stop()
+            except Exception as exc:  # the recorder reports the pipeline's state
+                print(f"live-deepz record: warning: stopping: {exc}", file=sys.stderr)
+            journal_drift()
+            plan.close()
         try:
             summary = recorder.stop()
         except KeyboardInterrupt:  # a second Ctrl-C: the files are consistent anyway
