@@ -154,9 +154,8 @@ def test_mismatched_model_is_flagged(qtbot: Any, models: dict[str, Path]) -> Non
 def test_untrained_standin_banner(
     qtbot: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from live_deepz.ui import MainWindow, SessionConfig
-
     import live_deepz.modelfile as modelfile
+    from live_deepz.ui import MainWindow, SessionConfig
 
     monkeypatch.setenv("LIVE_DEEPZ_MODELS", str(tmp_path))  # no user models
     empty = tmp_path / "no-bundled-models"
