@@ -1,0 +1,205 @@
+"""``live-deepz eval``: evaluate a model on freshly simulated, held-out samples.
+
+Examples::
+
+    live-deepz eval --json eval.json --plots eval_plots
+    live-deepz eval --model runs/mine --samples beads,worm --dz=-10:10:0.5 --json eval.json
+
+For each sample, a mechanical scan (noisy camera frames) is simulated with the model's
+optics; a separate exposure at each input position is refocused by the model over ``--dz``
+and compared (SSIM, RMSE, MAE, MSE, Pearson r) with the scanned plane at ``z0 + Δz``, side by
+side with the unrefocused input as the baseline. Bead samples add lateral/axial FWHM
+statistics and the axial localisation error of each bead from a single image. The summary
+checks three targets: (a) bead localisation median |error| ≤ 0.5 µm, (b) SSIM above the
+baseline at every |Δz| ≥ 1 µm for beads and worm, (c) median lateral FWHM within 15 % of the
+scanned ground truth. ``beads`` is a bead *volume*: the simulator's PSF for beads on a slide
+is symmetric about focus, so their defocus sign cannot be told from one image (use
+``beads-flat`` to see it). See ``live_deepz.evaluation._run`` for the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+EXIT_TARGETS_FAILED = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..evaluation._run import SAMPLES
+
+    parser.add_argument(
+        "--model", default=None, help="model name or folder (default: the bundled model)"
+    )
+    parser.add_argument(
+        "--samples",
+        default="beads,worm,dense",
+        help=f"comma-separated samples: {', '.join(SAMPLES)} (default beads,worm,dense; "
+        "beads = 300 nm beads in an 8 µm gel, dense = filaments, beads-flat = beads on a "
+        "slide, whose simulated PSF is symmetric about focus)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="sample seed offset: samples use 1000 + SEED (0)"
+    )
+    parser.add_argument("--size", type=int, default=256, help="image side, pixels (256)")
+    parser.add_argument(
+        "--dz",
+        default="-10:10:1",
+        help="refocus distances Δz, µm: 'start:stop:step' or a comma list (default -10:10:1; "
+        "write --dz=-10:10:1)",
+    )
+    parser.add_argument(
+        "--input-z",
+        default="-5,0,5",
+        help="stage positions of the single input images for the curves, µm (default -5,0,5)",
+    )
+    parser.add_argument(
+        "--bead-offsets",
+        default="-6,-3,0,3,6",
+        help="bead samples: input positions relative to the bead plane, µm (default -6,-3,0,3,6)",
+    )
+    parser.add_argument(
+        "--input-norm",
+        choices=("stack", "self"),
+        default="stack",
+        help="normalise the network input with the scanned stack's fit (stack, the paper's "
+        "test protocol; default) or with a fit on the input image (self, as `refocus` does)",
+    )
+    parser.add_argument("--backend", default="auto", help="inference backend (default auto)")
+    parser.add_argument(
+        "--precision", default="fp32", help="fp32 (default: measure the model), bf16, fp16, auto"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for PyTorch (default: unchanged)"
+    )
+    parser.add_argument("--json", default=None, metavar="OUT.json", help="write the report here")
+    parser.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
+    parser.add_argument(
+        "--fail-on-targets",
+        action="store_true",
+        help=f"exit with status {EXIT_TARGETS_FAILED} when an evaluated target fails",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _verdict(p: Any) -> str:
+    return "not evaluated" if p is None else ("PASS" if p else "FAIL")
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A short human-readable summary of an evaluation report."""
+    m = report["model"]
+    lines = [
+        f"model {m['name']} ({m['path']}), range {m['z_range_um'][0]:g}..{m['z_range_um'][1]:g} µm"
+    ]
+    for name, rep in report["samples"].items():
+        lines.append(f"{name}:")
+        for key, cur in rep["curves"].items():
+            lines.append(
+                f"  input z0={key} µm: mean SSIM {cur['mean_ssim_model']:.3f} (baseline "
+                f"{cur['mean_ssim_baseline']:.3f}), mean RMSE {cur['mean_rmse_model']:.4f} "
+                f"(baseline {cur['mean_rmse_baseline']:.4f}), SSIM > baseline at |Δz| >= 1: "
+                f"{cur['ssim_above_baseline_abs_dz_ge_1']}"
+            )
+        b = rep.get("beads")
+        if b:
+            lat, ax, loc = b["lateral_fwhm_um"], b["axial_fwhm_um"], b["localisation"]
+            lines.append(
+                f"  beads: {b['n_isolated']} isolated of {b['n_beads_in_field']}; lateral FWHM "
+                f"median {_fmt(lat['model']['median'])} µm "
+                f"(scan {_fmt(lat['ground_truth']['median'])}); "
+                f"axial FWHM median {_fmt(ax['model']['median'])} µm (scan "
+                f"{_fmt(ax['ground_truth']['median'])})"
+            )
+            per = ", ".join(
+                f"{p['input_offset_um']:g}: {_fmt(p['median_abs_error_um'], '.2f')}"
+                for p in loc["per_offset"]
+            )
+            lines.append(
+                f"  localisation median |error| {_fmt(loc['overall']['median_abs_error_um'])} µm "
+                f"(per input offset µm → µm: {per}; scanned stack "
+                f"{_fmt(loc['scanned_stack']['median_abs_error_um'])})"
+            )
+    t = report["summary"]["targets"]
+    lines.append("targets:")
+    a = t["a_bead_localisation"]
+    lines.append(
+        f"  (a) bead localisation median |error| {_fmt(a.get('median_abs_error_um'))} µm <= "
+        f"0.5: {_verdict(a['pass'])}"
+    )
+    b_ = t["b_ssim_above_baseline"]
+    fails = {n: v["failing_dz_um"] for n, v in b_["per_sample"].items() if v["failing_dz_um"]}
+    lines.append(
+        f"  (b) SSIM above baseline at every |Δz| >= 1 µm (beads, worm; z0={b_['input_z_um']:g}): "
+        f"{_verdict(b_['pass'])}" + (f" failing Δz {fails}" if fails else "")
+    )
+    c = t["c_lateral_fwhm"]
+    lines.append(
+        f"  (c) lateral FWHM median within 15 % of the scan "
+        f"{c.get('model_over_ground_truth_median')}: {_verdict(c['pass'])}"
+    )
+    lines.append(f"all targets: {_verdict(report['summary']['all_pass'])}")
+    return lines
+
+
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=1, allow_nan=False))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write the report {path}: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import EvalConfig, evaluate, write_plots
+    from ..modelfile import load_model, resolve_model
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = EvalConfig(
+        samples=args.samples,  # type: ignore[arg-type]  # parsed in __post_init__
+        seed=args.seed,
+        size=args.size,
+        dz_um=args.dz,  # type: ignore[arg-type]
+        input_z_um=args.input_z,  # type: ignore[arg-type]
+        bead_offsets_um=args.bead_offsets,  # type: ignore[arg-type]
+        input_norm=args.input_norm,
+        backend=args.backend,
+        precision=args.precision,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    model = load_model(resolve_model(args.model))
+    result = evaluate(model, cfg)
+    report = result.report
+    report["cli_args"] = {
+        k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)
+    }
+    if args.json:
+        _write_json(Path(args.json).expanduser(), report)
+    paths = write_plots(report, result.montages, args.plots) if args.plots else []
+    for line in summary_lines(report):
+        print(line)
+    if args.json:
+        print(f"report: {args.json}")
+    if paths:
+        print(f"plots: {len(paths)} PNG in {args.plots}")
+    if args.fail_on_targets and report["summary"]["all_pass"] is False:
+        return EXIT_TARGETS_FAILED
+    return 0
