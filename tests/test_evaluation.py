@@ -1,5 +1,5 @@
-"""``live_deepz.evaluation`` and ``live-deepz eval``: metrics, bead statistics, the protocol
-(with a physics-oracle backend), the CLI end to end on a tiny random model, bad inputs.
+"""``live_deepz.calibration.evaluation`` and ``live-deepz eval``: metrics, bead statistics,
+the protocol (with a physics-oracle backend), the CLI end to end on a tiny random model, bad inputs.
 
 Small images (96-128 px), a few Δz, one torch thread.
 """
@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 from _recording_support import make_tiny_model
 
-from live_deepz.cli import main
-from live_deepz.errors import DPMRangeError, InputError
-from live_deepz.evaluation import (
+from live_deepz.calibration.evaluation import (
     EvalConfig,
     axial_fwhm,
     axial_peak_z,
@@ -36,6 +34,8 @@ from live_deepz.evaluation import (
     ssim,
     write_plots,
 )
+from live_deepz.cli import main
+from live_deepz.errors import DPMRangeError, InputError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -276,7 +276,7 @@ class LookupBackend:
 def test_evaluate_stack_on_a_measured_stack(tmp_path: Path) -> None:
     from scipy import ndimage
 
-    from live_deepz.evaluation import evaluate_stack
+    from live_deepz.calibration.evaluation import evaluate_stack
     from live_deepz.modelfile import load_model
     from live_deepz.normalize import extended_depth_of_field, fit_normalization
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from live_deepz.errors import InputError
 
 __all__ = ["write_plots"]
 

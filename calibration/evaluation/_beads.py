@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..errors import InputError
+from live_deepz.errors import InputError
 
 __all__ = [
     "FWHM_PER_SIGMA",

@@ -8,8 +8,8 @@
 * :mod:`._plots`: PNG plots (:func:`write_plots`).
 
 The protocol, the normalisation used for the metrics and the pass/fail targets are
-described in :mod:`live_deepz.evaluation._run`. The engine and the calibration package are
-imported lazily, only when an evaluation runs.
+described in :mod:`live_deepz.calibration.evaluation._run`. The engine and the calibration
+package are imported lazily, only when an evaluation runs.
 """
 
 from ._beads import (

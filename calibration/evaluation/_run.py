@@ -62,10 +62,11 @@ from typing import Any
 
 import numpy as np
 
-from ..dpm import check_range, parse_planes, to_network_units
-from ..errors import DPMRangeError, InputError
-from ..normalize import Normalization, extended_depth_of_field, fit_normalization
-from ..optics import Optics
+from live_deepz.dpm import check_range, parse_planes, to_network_units
+from live_deepz.errors import DPMRangeError, InputError
+from live_deepz.normalize import Normalization, extended_depth_of_field, fit_normalization
+from live_deepz.optics import Optics
+
 from ._beads import (
     BeadTruth,
     axial_fwhm,
@@ -209,7 +210,7 @@ class EvalResult:
 
 def sample_for(name: str, seed: int, size: int, optics: Optics) -> Any:
     """The evaluation sample ``name`` (see :data:`SAMPLES`) for a ``size`` px field."""
-    from ..sim import samples
+    from live_deepz.sim import samples
 
     size_um = max(size * optics.pixel_size_um + 2 * 40.0, 120.0)
     s = SAMPLE_SEED_BASE + int(seed)
@@ -278,7 +279,7 @@ class _Scan:
         rng: np.random.Generator,
     ) -> _Scan:
         """Render every position once, expose it once; a separate exposure per input."""
-        from ..sim import CameraModel
+        from live_deepz.sim import CameraModel
 
         z = np.unique(np.round(np.asarray(positions, dtype=np.float64), 6))
         rates = renderer.render_stack(sample, z, channel=0, t_s=0.0)
@@ -606,7 +607,7 @@ def _beads(
 def _evaluate_sample(
     name: str, model: Any, backend: Any, cfg: EvalConfig, tick: Callable[[], None]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from ..sim import Renderer
+    from live_deepz.sim import Renderer
 
     t0 = time.perf_counter()
     optics = model.card.optics_obj
