@@ -126,3 +126,19 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).parent / "live-deepz"
     proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and live_deepz.__version__ in proc.stdout
+
+
+def test_core_modules_never_import_engine_calibration_or_ui() -> None:
+    """Only the CLI's command modules may reach up the layers (lazily, inside a command)."""
+    import re
+
+    upward = re.compile(
+        r"^\s*(from|import)\s+(live_deepz\.(engine|calibration|ui)|\.\.?(engine|calibration|ui))\b",
+        re.M,
+    )
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in (REPO / "live_deepz").rglob("*.py")
+        if "commands" not in path.parts and upward.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
