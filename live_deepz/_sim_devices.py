@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from pymmcore_plus import Keyword
-from pymmcore_plus.experimental.unicore import CameraDevice, StageDevice, XYStageDevice
+from pymmcore_plus.experimental.unicore import CameraDevice, Device, StageDevice, XYStageDevice
 
 from .errors import CameraError
 
@@ -235,7 +235,21 @@ class _Motion:
         return t < self.t0 + self.duration()
 
 
-class SimFocusStage(StageDevice):
+class _StageSpeed(Device):
+    """The ``Speed-um/s`` property accessors both simulated stages share (0 = instant moves)."""
+
+    _speed: float
+
+    def _get_speed(self) -> float:
+        return self._speed
+
+    def _set_speed(self, val: float) -> None:
+        self._speed = float(val)
+        if self._core_proxy_ is not None:
+            self.core.events.propertyChanged.emit(self.get_label(), "Speed-um/s", str(val))
+
+
+class SimFocusStage(_StageSpeed, StageDevice):
     """Simulated focus drive, positions in µm.
 
     Moves instantly by default; ``Speed-um/s`` > 0 makes moves take ``distance / speed``
@@ -309,16 +323,8 @@ class SimFocusStage(StageDevice):
     def _set_pos_prop(self, val: float) -> None:
         self.set_position_um(float(val))
 
-    def _get_speed(self) -> float:
-        return self._speed
 
-    def _set_speed(self, val: float) -> None:
-        self._speed = float(val)
-        if self._core_proxy_ is not None:
-            self.core.events.propertyChanged.emit(self.get_label(), "Speed-um/s", str(val))
-
-
-class SimXYStage(XYStageDevice):
+class SimXYStage(_StageSpeed, XYStageDevice):
     """Simulated XY stage, positions in µm; same motion, origin and event rules as
     :class:`SimFocusStage` (emits ``XYStagePositionChanged(label, x, y)``)."""
 
@@ -385,14 +391,6 @@ class SimXYStage(XYStageDevice):
     def _emit(self, x: float, y: float) -> None:
         if self._core_proxy_ is not None:
             self.core.events.XYStagePositionChanged.emit(self.get_label(), x, y)
-
-    def _get_speed(self) -> float:
-        return self._speed
-
-    def _set_speed(self, val: float) -> None:
-        self._speed = float(val)
-        if self._core_proxy_ is not None:
-            self.core.events.propertyChanged.emit(self.get_label(), "Speed-um/s", str(val))
 
 
 # --------------------------------------------------------------------------- camera
