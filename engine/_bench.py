@@ -30,6 +30,9 @@ engine makes a frame every few seconds); the summary says so and by how much.
 Caveat for CPU runs: the simulated camera renders its frames in a Python thread of the same
 process, on the same cores as the engine (a few ms per 512² frame at 100 fps), which a real
 camera does not; the pipeline/engine ratio on a 2-core machine includes that cost.
+``camera_replay=N`` (``--camera-replay N``) has the camera render N frames before the stream
+and replay them (one copy per frame, like a real camera's DMA), so that the ratio measures
+the pipeline's own cost (the "plumbing").
 """
 
 from __future__ import annotations
@@ -119,6 +122,9 @@ class BenchConfig:
     """Simulated camera exposure (10 ms = 100 fps)."""
     sample: str = "beads"
     seed: int = 0
+    camera_replay: int = 0
+    """Simulated camera ``ReplayFrames``: N > 0 renders N frames once and streams them
+    cyclically (a copy per frame, like a real camera's host cost); 0 renders every frame."""
     engine_thread: str = "worker"
     """Where the engine phase and the ceiling run: ``"worker"`` (a fresh thread per phase,
     like the pipeline's inference thread) or ``"main"`` (the calling thread)."""
@@ -139,6 +145,10 @@ class BenchConfig:
             (self.ceiling_n >= 16, f"--ceiling-n must be >= 16, got {self.ceiling_n}"),
             (self.ceiling_repeats >= 1, f"--ceiling-repeats must be >= 1: {self.ceiling_repeats}"),
             (self.exposure_ms > 0, f"--exposure-ms must be > 0, got {self.exposure_ms}"),
+            (
+                0 <= self.camera_replay <= 1024,
+                f"--camera-replay must be in 0..1024, got {self.camera_replay}",
+            ),
             (
                 self.engine_thread in ("worker", "main"),
                 f"--engine-thread must be 'worker' or 'main', got {self.engine_thread!r}",
@@ -171,6 +181,8 @@ class BenchConfig:
         a += ["--ceiling-n", str(self.ceiling_n), "--ceiling-repeats", str(self.ceiling_repeats)]
         if self.pipeline:
             a += ["--exposure-ms", f"{self.exposure_ms:g}", "--sample", self.sample]
+            if self.camera_replay:
+                a += ["--camera-replay", str(self.camera_replay)]
         if self.engine_thread != "worker":
             a += ["--engine-thread", self.engine_thread]
         return a
@@ -614,6 +626,10 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
         core = open_core(
             "sim", sample=cfg.sample, size=(h, w), seed=cfg.seed, exposure_ms=cfg.exposure_ms
         )
+        if cfg.camera_replay:
+            from live_deepz.microscope import SIM_CAMERA
+
+            core.setProperty(SIM_CAMERA, "ReplayFrames", cfg.camera_replay)
         norm = None
         with contextlib.suppress(Exception):  # no snap: the pipeline fits on its first frame
             core.snapImage()
@@ -728,7 +744,12 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
         }
         result["pipeline"] = {
             "mode": "live",
-            "camera": {"sample": cfg.sample, "exposure_ms": cfg.exposure_ms, "fps": camera_fps},
+            "camera": {
+                "sample": cfg.sample,
+                "exposure_ms": cfg.exposure_ms,
+                "fps": camera_fps,
+                "replay_frames": cfg.camera_replay,
+            },
             "planes_per_s": pps,
             "frames_per_s": pps / k,
             "planes_per_s_mean": _median([p["planes_per_s_mean"] for p in pipe_rounds]),

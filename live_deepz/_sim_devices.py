@@ -26,6 +26,13 @@ How the camera behaves (the contract the live pipeline relies on)
 - **ROI**: hardware-style crop, in binned pixel coordinates (``core.setROI``); the full
   sensor is rendered and the ROI copied out.
 - Pixels are ``uint16``.
+- **Replay** (``ReplayFrames`` = N > 0, default 0): at the start of each sequence the camera
+  renders N consecutive frames once (at the stage position of that moment, with independent
+  noise) and then streams them cyclically, paced and numbered as usual. Each frame then costs
+  the host one copy, like a real camera's DMA, instead of a full simulation (a few ms per
+  512² frame): benchmarks use it so that the simulator's own CPU load is not charged to the
+  pipeline. Stage moves during such a sequence do not change the images (metadata still
+  reports the stage); leave it at 0 for anything that follows the sample.
 
 Per-frame metadata (values arrive as strings through ``popNextImageAndMD``)
 ----------------------------------------------------------------------------
@@ -433,6 +440,7 @@ class SimCamera(CameraDevice):
         self._roi: tuple[int, int, int, int] | None = None  # x, y, w, h in binned pixels
         self._fail_after = 0
         self._drop_every = 0
+        self._replay_frames = 0
         self._actual_interval_ms = 0.0
         self._stream_thread: threading.Thread | None = None
         self._clock0 = time.perf_counter()  # experiment clock origin for the scene
@@ -462,6 +470,13 @@ class SimCamera(CameraDevice):
             setter=SimCamera._set_drop_every,
             property_type=int,
             limits=(0, 2**31 - 1),
+        )
+        self.register_property(
+            "ReplayFrames",
+            getter=SimCamera._get_replay_frames,
+            setter=SimCamera._set_replay_frames,
+            property_type=int,
+            limits=(0, 1024),
         )
         self.register_property(
             "LastError",
@@ -550,6 +565,13 @@ class SimCamera(CameraDevice):
         self._drop_every = v
         self._emit_prop("DropEvery", v)
 
+    def _get_replay_frames(self) -> int:
+        return self._replay_frames
+
+    def _set_replay_frames(self, value: int) -> None:
+        self._refuse_while_streaming("ReplayFrames")
+        self._replay_frames = int(value)
+
     def _get_last_error(self) -> str:
         return "" if self.last_error is None else str(self.last_error)
 
@@ -625,6 +647,14 @@ class SimCamera(CameraDevice):
         stop = self._stop_event if in_thread else None
         fail_after = self._fail_after
         drop_every = self._drop_every
+        bank = None
+        if self._replay_frames:
+            try:
+                bank = self._render_bank(shape, acc, b, x0, y0)
+            except Exception as e:  # a broken source surfaces like a camera fault
+                self.last_error = e
+                self._emit_prop("LastError", e)
+                raise
 
         self.last_error = None
         if in_thread:
@@ -658,7 +688,9 @@ class SimCamera(CameraDevice):
                     buf = get_buffer(shape, np.uint16)
                     t_scene = s - self._clock0
                     try:
-                        if direct:
+                        if bank is not None:
+                            buf[...] = bank[k % len(bank)]
+                        elif direct:
                             img = self._source.render_frame(t_scene, z_phys, xy_phys, exposure, buf)
                             if img is not buf:
                                 buf[...] = img
@@ -693,6 +725,21 @@ class SimCamera(CameraDevice):
         finally:
             if self._stream_thread is threading.current_thread():
                 self._stream_thread = None
+
+    def _render_bank(
+        self, shape: tuple[int, int], acc: np.ndarray | None, b: int, x0: int, y0: int
+    ) -> np.ndarray:
+        """``ReplayFrames`` consecutive frames, rendered now, binned and cropped."""
+        n = self._replay_frames
+        period = self._frame_period_s()
+        z_phys, xy_phys, _, _ = self._positions()
+        full = np.empty(self.sensor_shape(), dtype=np.uint16)
+        bank = np.empty((n, *shape), dtype=np.uint16)
+        t0 = time.perf_counter() - self._clock0
+        for i in range(n):
+            img = self._source.render_frame(t0 + i * period, z_phys, xy_phys, self._exposure_ms, full)
+            self._bin_crop(img, bank[i], acc, b, x0, y0)
+        return bank
 
     def _bin_crop(
         self, img: np.ndarray, out: np.ndarray, acc: np.ndarray | None, b: int, x0: int, y0: int

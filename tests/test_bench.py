@@ -90,8 +90,9 @@ def test_engine_only_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_pipeline_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    r = _bench(tmp_path, "--pipeline", "--rounds", "1")
+    r = _bench(tmp_path, "--pipeline", "--rounds", "1", "--camera-replay", "4")
     _check_engine(r)
+    assert r["camera"]["replay_frames"] == 4 and "--camera-replay 4" in r["command"]
     p = r["pipeline"]
     assert p["planes_per_s"] > 0
     assert math.isclose(p["frames_per_s"] * r["planes"], p["planes_per_s"], rel_tol=1e-9)
@@ -118,6 +119,7 @@ def test_pipeline_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         (["--backend", "nope"], "unknown backend 'nope'"),
         (["--planes", "0"], "--planes must be >= 1"),
         (["--seconds", "0"], "--seconds must be > 0"),
+        (["--camera-replay", "-1"], "--camera-replay must be in 0..1024"),
         (["--precision", "int8"], "unknown precision"),
     ],
 )

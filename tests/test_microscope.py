@@ -262,6 +262,28 @@ def test_drop_every_leaves_gaps_in_frame_counter(core: CMMCorePlus) -> None:
     assert [int(md["ImageNumber"]) for _, md in frames] == list(range(6))
 
 
+def test_replay_frames_cycles_a_prerendered_bank(core: CMMCorePlus) -> None:
+    """ReplayFrames=N: N independent frames rendered at the start, then streamed cyclically
+    with continuous frame numbers; refused while streaming; 0 renders every frame again."""
+    core.setExposure(2.0)
+    core.setProperty(SIM_CAMERA, "ReplayFrames", 3)
+    core.startSequenceAcquisition(7, 0, True)
+    with pytest.raises(Exception, match="ReplayFrames"):
+        core.setProperty(SIM_CAMERA, "ReplayFrames", 0)
+    frames = pop_frames(core, 7)
+    wait_stopped(core)
+    imgs = [img for img, _ in frames]
+    assert [int(md[META_FRAME]) for _, md in frames] == list(range(7))
+    for i in range(3, 7):
+        np.testing.assert_array_equal(imgs[i], imgs[i - 3])
+    assert not np.array_equal(imgs[0], imgs[1])  # independent noise within the bank
+    core.setProperty(SIM_CAMERA, "ReplayFrames", 0)
+    core.startSequenceAcquisition(4, 0, True)
+    fresh = [img for img, _ in pop_frames(core, 4)]
+    wait_stopped(core)
+    assert not np.array_equal(fresh[3], fresh[0])
+
+
 def test_binning_and_roi(ramp_core: CMMCorePlus) -> None:
     core = ramp_core
     base = RampSource().base.astype(np.int64)

@@ -55,16 +55,33 @@ def test_surface_emitters_focus_one_to_one() -> None:
 
 def test_axial_asymmetry_with_index_mismatch() -> None:
     """Deep emitter under mismatch: the on-axis tail extends toward u > 0 (focus deeper
-    than the emitter, toward the paraxial focus); matched indices: symmetric."""
+    than the emitter, toward the paraxial focus); design coverslip and matched indices:
+    symmetric."""
     u = [-2.0, 0.0, 2.0]
-    deep = PSFModel(AIR_WATER).psf(u, depth_um=10.0, nx=31)
-    c = deep[:, 15, 15]
+    ideal = PSFModel(AIR_WATER, coverslip_um=170.0)
+    c = ideal.psf(u, depth_um=10.0, nx=31)[:, 15, 15]
     assert c[1] > c[0] and c[1] > c[2]
-    assert c[2] / c[0] > 2.0  # measured ~4.6
-    shallow = PSFModel(AIR_WATER).psf(u, depth_um=0.0, nx=31)[:, 15, 15]
+    assert c[2] / c[0] > 2.0  # measured ~3.8
+    shallow = ideal.psf(u, depth_um=0.0, nx=31)[:, 15, 15]
     assert shallow[2] / shallow[0] == pytest.approx(1.0, abs=0.05)
-    matched = PSFModel(MATCHED).psf(u, depth_um=10.0, nx=31)[:, 15, 15]
+    matched = PSFModel(MATCHED, coverslip_um=170.0).psf(u, depth_um=10.0, nx=31)[:, 15, 15]
     assert matched[2] / matched[0] == pytest.approx(1.0, abs=0.05)
+
+
+def test_default_coverslip_makes_surface_beads_asymmetric() -> None:
+    """The default 185 µm coverslip (designed 170 µm): a bead *on* the coverslip carries the
+    sign of its defocus, with the same sense as the index mismatch (measured ratio ~3.6), and
+    the focal-shift slope is unchanged (the surface focus offset is subtracted)."""
+    m = PSFModel(AIR_WATER)
+    assert m.coverslip_um == 185.0
+    c = m.psf([-2.0, 0.0, 2.0], depth_um=0.0, nx=31)[:, 15, 15]
+    assert c[1] > c[0] and c[1] > c[2]
+    assert c[2] / c[0] > 2.0
+    assert float(m.focus_shift_um(0.0)) == pytest.approx(0.0, abs=1e-9)
+    assert float(m.focus_shift_um(10.0)) / 10.0 == pytest.approx(0.689, abs=0.01)
+    assert m.key != PSFModel(AIR_WATER, coverslip_um=170.0).key
+    with pytest.raises(ValueError, match="coverslip_um"):
+        PSFModel(AIR_WATER, coverslip_um=0.0)
 
 
 def test_energy_conserved_across_defocus() -> None:

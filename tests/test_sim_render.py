@@ -65,7 +65,7 @@ def test_subpixel_position_does_not_blur_point_sources() -> None:
 
 def test_peak_plane_at_bead_focus_and_energy() -> None:
     """A surface bead peaks at its z; an embedded bead at its apparent (focal-shifted) depth."""
-    r = Renderer(OPTICS, shape=(48, 48))
+    r = Renderer(OPTICS, shape=(72, 72))
     z = np.round(np.arange(-3.0, 6.01, 0.25), 6)
     surface = point_sources([[1.5, 0.0, 0.0]], depth_um=[0.15], ref_depth_um=0.15)
     st = r.render_stack(surface, z, include_background=False)

@@ -68,3 +68,20 @@ def test_simulate_bad_arguments(tmp_path, capsys) -> None:
     assert "--z-step" in capsys.readouterr().err
     assert main(["simulate", "--channel", "3", "--size", "16", "-o", out, "--quiet"]) == 1
     assert "channel" in capsys.readouterr().err
+
+
+def test_simulate_bead_density(tmp_path, capsys) -> None:
+    """--density scales the number of beads (per area; per volume for beads-volume)."""
+    counts = []
+    for density in ("1", "4"):
+        out = tmp_path / f"d{density}.ome.tif"
+        args = ["simulate", "--sample", "beads", "--density", density, "--size", "16"]
+        assert main([*args, "--z-range", "0", "0", "--quiet", "-o", str(out)]) == 0
+        truth = json.loads((tmp_path / f"d{density}.truth.json").read_text())
+        counts.append(len(truth["sample"]["objects"]["centres_zyx_um"]))
+    assert counts[1] == pytest.approx(4 * counts[0], rel=0.05)
+    out = str(tmp_path / "x.ome.tif")
+    assert main(["simulate", "--sample", "worm", "--density", "2", "-o", out, "--quiet"]) == 1
+    assert "--density applies to the bead samples" in capsys.readouterr().err
+    assert main(["simulate", "--density", "0", "-o", out, "--quiet"]) == 1
+    assert "--density must be > 0" in capsys.readouterr().err

@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sample", default="beads", help="simulated sample (--pipeline)")
     parser.add_argument(
+        "--camera-replay",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--pipeline: the simulated camera renders N frames once and replays them (host "
+        "cost of a real camera: one copy per frame); 0 (default) renders every frame",
+    )
+    parser.add_argument(
         "--ceiling-n", type=int, default=4096, help="matrix size of the matmul ceiling"
     )
     parser.add_argument(
@@ -105,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         ceiling_repeats=args.ceiling_repeats,
         exposure_ms=args.exposure_ms,
         sample=args.sample,
+        camera_replay=args.camera_replay,
         engine_thread=args.engine_thread,
     )
     result: dict[str, Any] = run_bench(cfg, progress=None if args.quiet else _progress)

@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--thickness-um", type=float, default=20.0, help="beads-volume: slab thickness (20)"
     )
     parser.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        help="bead samples: beads per 100 µm² (beads, beads-tilted, beads-cylinder; default 1) "
+        "or per 1000 µm³ (beads-volume; default 0.5)",
+    )
+    parser.add_argument(
         "--channel",
         default="0",
         help="channel index, or 'all' for a (Z, C, Y, X) stack (worm: 0 nuclei, 1 calcium)",
@@ -81,6 +88,14 @@ def _make_sample(args: argparse.Namespace) -> Any:
     size_um = max(args.size * px + 2 * 40.0, 120.0)
     common: dict[str, Any] = {"size_um": size_um}
     name = args.sample
+    density = getattr(args, "density", None)
+    if density is not None:
+        if not density > 0:
+            raise InputError(f"--density must be > 0, got {density}")
+        if not name.startswith("beads"):
+            raise InputError(f"--density applies to the bead samples, not to {name!r}")
+        key = "density_per_1000um3" if name == "beads-volume" else "density_per_100um2"
+        common[key] = float(density)
     if name == "beads":
         return samples.beads_flat(args.seed, **common)
     if name == "beads-tilted":

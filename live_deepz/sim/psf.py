@@ -87,9 +87,12 @@ __all__ = [
 PSF_CACHE_VERSION = 1
 """Bump when the kernel computation changes so that old cache files are not reused."""
 
-_COVERSLIP: dict[str, float] = {"ng": 1.515, "ng0": 1.515, "tg": 170.0, "tg0": 170.0, "ti0": 150.0}
-"""Coverslip as designed (#1.5, BK7-like) so that it adds no aberration; ``ti0`` cancels for
-``ni == ni0``."""
+_COVERSLIP: dict[str, float] = {"ng": 1.515, "ng0": 1.515, "tg0": 170.0, "ti0": 150.0}
+"""The objective's design coverslip (#1.5, BK7-like, 170 µm); ``ti0`` cancels for ``ni == ni0``.
+The actual thickness is :attr:`PSFModel.coverslip_um`."""
+
+DEFAULT_COVERSLIP_UM = 185.0
+"""Actual coverslip thickness of the default simulator (see :attr:`PSFModel.coverslip_um`)."""
 
 _BAND_EDGES_UM = (0.0, 2.0, 4.0, 7.0, 11.0, 16.0, 22.0, 30.0, 40.0, 52.0, 67.0, 85.0, 110.0)
 """Fixed |defocus| band edges: kernels inside one band share a window size and a cache file."""
@@ -216,6 +219,13 @@ class PSFModel:
         Defocus node spacing: ``max(fine_step_um, rel_step * |u|)``.
     sharp_um
         Below this |defocus| the kernels also come at sub-pixel phases.
+    coverslip_um
+        Actual coverslip thickness; the objective is designed for 170 µm. The default 185 µm
+        (a #1.5 coverslip near the top of its tolerance, no correction collar) leaves the
+        residual spherical aberration every real dry objective has: a bead on the coverslip
+        gets an axially asymmetric PSF (mean |A| ~0.25 over 0.3-3.3 µm defocus, close to the
+        0.29 measured on the real bead PSF in ``shared/data/real``; Strehl ~0.9). With 170 µm
+        a surface bead's PSF is exactly symmetric, so the sign of its defocus is lost.
     disk_cache
         Read/write kernel bands under :func:`cache_root` ``/ "psf"``.
     """
@@ -227,6 +237,7 @@ class PSFModel:
     fine_step_um: float = 0.1
     rel_step: float = 0.04
     sharp_um: float = 2.0
+    coverslip_um: float = DEFAULT_COVERSLIP_UM
     disk_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -234,6 +245,8 @@ class PSFModel:
             raise ValueError(f"oversample must be an odd integer >= 1, got {self.oversample}")
         if self.sharp_um > _BAND_EDGES_UM[1]:
             raise ValueError(f"sharp_um must be <= {_BAND_EDGES_UM[1]}")
+        if not 0.0 < self.coverslip_um < 1000.0:
+            raise ValueError(f"coverslip_um must be in (0, 1000) µm, got {self.coverslip_um}")
 
     # ------------------------------------------------------------------ parameters / keys
     @cached_property
@@ -245,6 +258,7 @@ class PSFModel:
             "ni0": o.immersion_ri,
             "ns": o.sample_ri,
             **_COVERSLIP,
+            "tg": float(self.coverslip_um),
         }
 
     @cached_property
@@ -255,6 +269,7 @@ class PSFModel:
             "psfmodels": _psfmodels_version(),
             "optics": self.optics.to_dict(),
             "coverslip": _COVERSLIP,
+            "coverslip_um": self.coverslip_um,
             "oversample": self.oversample,
             "margin_um": self.margin_um,
             "fine_step_um": self.fine_step_um,
@@ -267,7 +282,7 @@ class PSFModel:
         return {
             "model": "vectorial (Aguet 2009, psfmodels " + _psfmodels_version() + ")",
             "optics": self.optics.to_dict(),
-            "coverslip": dict(_COVERSLIP),
+            "coverslip": {**_COVERSLIP, "tg": self.coverslip_um},
             "oversample": self.oversample,
             "margin_um": self.margin_um,
             "depth_step_um": self.depth_step_um,
@@ -346,6 +361,7 @@ class PSFModel:
         grid = np.arange(0.0, math.floor(float(d.max())) + 2 * step, step)
         ni, ns = self.optics.immersion_ri, self.optics.sample_ri
         vals = np.array([self._best_zv(g) - g * (1.0 - ni / ns) for g in grid])
+        vals -= vals[0]  # a coverslip mismatch also moves the focus on the interface itself
         return np.asarray(np.interp(d, grid, vals), dtype=np.float64)
 
     def best_focus_position_um(
