@@ -39,6 +39,19 @@ out-of-range DPM) puts the pipeline in state ``"error"``: both threads end, the 
 sequence is stopped, :attr:`LivePipeline.error` holds the message and every subscriber raises
 :class:`PipelineError` with it (after the frames produced before the failure).
 
+Channels
+--------
+A camera whose stream interleaves channels frame by frame (the trigger output steps the light
+source; the simulated camera's ``ChannelSequence``) names each frame's channel in its
+metadata (``channel_key``, default ``live_deepz.channel``). With ``channels=[...]`` (those
+metadata values, in recording order) every frame carries its position in that list
+(``FrameMeta.channel``, ``RawFrame.channel``, ``PlaneFrame.channel``) and the worker uses
+that channel's backend (``backend`` may be one per channel) and normalisation (each fitted
+on the channel's own first frame). A dynamic plan's ``update`` sees channel 0's frames only.
+In live mode a slow engine serves the channels in turn (the newest frame of the next
+channel among the last ``len(channels)`` frames), so no channel goes without live planes.
+A frame naming no channel, or another one, stops the run with a clear error.
+
 Frame accounting (``stats()``): ``frames_in = frames_processed + dropped_engine + in_flight``;
 ``dropped_camera`` counts gaps in the camera's frame numbers.
 """
@@ -51,7 +64,7 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
@@ -60,7 +73,7 @@ import numpy as np
 
 from live_deepz.dpm import PlanePlan, check_range, to_network_units
 from live_deepz.errors import CameraError, InputError, LiveDeepzError
-from live_deepz.microscope import META_CAMERA_TIME_MS, META_FRAME, META_STAGE_Z_UM
+from live_deepz.microscope import META_CAMERA_TIME_MS, META_CHANNEL, META_FRAME, META_STAGE_Z_UM
 from live_deepz.normalize import Normalization, fit_normalization
 
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing, allocate_host
@@ -159,6 +172,7 @@ class _Run:
         self.dpm_src_plan = -1
         self.dpm_view: np.ndarray | None = None  # read-only view of dpm_net handed out
         self.k_prepared = 0
+        self.next_channel = 0  # live mode: the channel to serve next (interleaved stream)
         self.stop_event = threading.Event()  # orderly stop (lossless: drain)
         self.hard_stop = threading.Event()  # stop now
         self.drain_deadline = math.inf
@@ -209,7 +223,8 @@ class LivePipeline:
         A pymmcore-plus core (``CMMCorePlus`` or ``UniMMCore``) with a camera; the pipeline
         runs ``startContinuousSequenceAcquisition`` on it and pops every frame.
     backend
-        An inference backend (``prepare``/``infer``, see ``live_deepz.engine.backends``).
+        An inference backend (``prepare``/``infer``, see ``live_deepz.engine.backends``), or
+        one per channel (with ``channels``).
     plan
         The plane plan (``live_deepz.dpm.PlanePlan``); change it live with :meth:`set_plan`.
     z_range_um, dpm_scale_um
@@ -236,12 +251,17 @@ class LivePipeline:
         :class:`EngineTooSlowError` (default: 90 % of ``getBufferTotalCapacity()``).
     pin_memory
         Page-locked host buffers (default: when ``backend.device`` is a CUDA device).
+    channels
+        An interleaved multi-channel stream: the values of each frame's ``channel_key``
+        metadata, in order (see the module docstring). ``None``: one channel.
+    channel_key
+        The metadata key naming a frame's channel.
     """
 
     def __init__(
         self,
         core: Any,
-        backend: _BackendLike,
+        backend: _BackendLike | Sequence[_BackendLike],
         plan: PlanePlan,
         *,
         z_range_um: tuple[float, float],
@@ -255,6 +275,8 @@ class LivePipeline:
         frame_number_key: str | None = None,
         lossless_max_backlog: int | None = None,
         pin_memory: bool | None = None,
+        channels: Sequence[Any] | None = None,
+        channel_key: str = META_CHANNEL,
     ) -> None:
         if mode not in ("live", "lossless"):
             raise InputError(f"mode must be 'live' or 'lossless', got {mode!r}")
@@ -262,8 +284,19 @@ class LivePipeline:
             raise InputError("ring_slots and plane_slots must be >= 2")
         if normalization is not None and not isinstance(normalization, Normalization):
             raise InputError(f"normalization must be a Normalization, got {normalization!r}")
+        self._channels = None if channels is None else tuple(str(c) for c in channels)
+        n_c = 1 if self._channels is None else len(self._channels)
+        if n_c < 1 or (self._channels is not None and len(set(self._channels)) != n_c):
+            raise InputError(f"channels must be distinct and at least one, got {channels!r}")
+        self._channel_key = channel_key
+        backends = list(backend) if isinstance(backend, Sequence) else [backend]
+        if len(backends) == 1:
+            backends *= n_c
+        if len(backends) != n_c:
+            raise InputError(f"{len(backends)} backends for {n_c} channels; give one or one each")
         self._core = core
-        self._backend = backend
+        self._backends: list[_BackendLike] = backends
+        self._backend = backends[0]
         self._z_range_um = (float(z_range_um[0]), float(z_range_um[1]))
         self._dpm_scale_um = float(dpm_scale_um)
         if not self._dpm_scale_um > 0:
@@ -272,14 +305,15 @@ class LivePipeline:
         self._ring_slots = int(ring_slots)
         self._plane_slots = int(plane_slots)
         self._max_planes = max_planes
-        self._fixed_norm = normalization
-        self._norm: Normalization | None = normalization
-        self._refit = False
+        self._norms: dict[int, Normalization] = (
+            {} if normalization is None else dict.fromkeys(range(n_c), normalization)
+        )
+        self._refit: set[int] = set()
         self._allow_oor = bool(allow_out_of_range)
         self._frame_number_key = frame_number_key
         self._max_backlog = lossless_max_backlog
         if pin_memory is None:
-            pin_memory = str(getattr(backend, "device", "cpu")).startswith("cuda")
+            pin_memory = str(getattr(self._backend, "device", "cpu")).startswith("cuda")
         self._pinned = bool(pin_memory)
 
         self._lock = threading.RLock()
@@ -355,7 +389,21 @@ class LivePipeline:
 
     @property
     def backend(self) -> _BackendLike:
+        """The backend (channel 0's with several channels, see :attr:`backends`)."""
         return self._backend
+
+    @property
+    def backends(self) -> list[_BackendLike]:
+        """One backend per channel (the same object where channels share a model)."""
+        return list(self._backends)
+
+    @property
+    def channels(self) -> tuple[str, ...] | None:
+        """The channels of an interleaved stream (``channel_key`` values), else ``None``."""
+        return self._channels
+
+    def _unique_backends(self) -> list[_BackendLike]:
+        return list({id(b): b for b in self._backends}.values())
 
     @property
     def plan(self) -> PlanePlan:
@@ -367,8 +415,14 @@ class LivePipeline:
 
     @property
     def normalization(self) -> Normalization | None:
-        """The normalisation in use (``None`` until fitted on the first frame)."""
-        return self._norm
+        """The normalisation in use (``None`` until fitted on the first frame); with several
+        channels channel 0's (see :attr:`normalizations`)."""
+        return self._norms.get(0)
+
+    @property
+    def normalizations(self) -> dict[int, Normalization]:
+        """Channel position -> its normalisation (those fitted so far)."""
+        return dict(self._norms)
 
     # ------------------------------------------------------------------ plans
     def _make_plan_state(self, plan: PlanePlan, plan_id: int) -> _PlanState:
@@ -422,8 +476,8 @@ class LivePipeline:
             return ps.plan_id
 
     def refit_normalization(self) -> None:
-        """Fit the normalisation again on the next frame (then keep it)."""
-        self._refit = True
+        """Fit the normalisation again on the next frame (of each channel; then keep it)."""
+        self._refit = set(range(len(self._backends)))
 
     # ------------------------------------------------------------------ subscribers
     def subscribe_latest(self, kind: Literal["planes", "raw"] = "planes") -> LatestSubscriber:
@@ -524,10 +578,11 @@ class LivePipeline:
                 max_planes,
                 self._pinned,
             )
-            self._backend.prepare(shape[0], shape[1], ps.n_planes)
+            for b in self._unique_backends():
+                b.prepare(shape[0], shape[1], ps.n_planes)
             run.k_prepared = ps.n_planes
             run.max_backlog = self._default_backlog()
-            if self._norm is None:
+            if len(self._norms) < len(self._backends):
                 _warm_up_fit()
             self._connect_stage_events()
             try:
@@ -759,6 +814,11 @@ class LivePipeline:
         frames = run.frames
         seq = -1
         taken = False  # `seq` was taken and is neither processed nor counted dropped yet
+        n_c = len(self._backends)
+
+        def next_channel(meta: FrameMeta) -> bool:  # live: serve the channels in turn
+            return meta.channel == run.next_channel
+
         try:
             while not run.hard_stop.is_set():
                 if frames.gated:  # lossless: every frame, in order, until drained
@@ -766,7 +826,10 @@ class LivePipeline:
                 else:  # live: the newest frame; stop at once when asked
                     if run.stop_event.is_set():
                         break
-                    got = frames.take_newest(_POLL_S)
+                    if n_c > 1:
+                        got = frames.take_newest(_POLL_S, prefer=next_channel, within=n_c)
+                    else:
+                        got = frames.take_newest(_POLL_S)
                 if got is None:
                     if frames.drained:
                         break
@@ -798,8 +861,9 @@ class LivePipeline:
             return
         slot, gen, meta = got
         image = slot.arrays["image"]
-        norm = self._norm
-        if norm is None or self._refit:
+        c = meta.channel
+        norm = self._norms.get(c)
+        if norm is None or c in self._refit:
             np.copyto(x, image, casting="unsafe")
             if not frames.still_valid(slot, gen):
                 stats.on_engine_dropped(1)
@@ -807,11 +871,13 @@ class LivePipeline:
             try:
                 norm = fit_normalization(x)
             except InputError as e:
+                which = f" (channel {self._channels[c]})" if self._channels else ""
                 raise InputError(
-                    f"could not fit the intensity normalisation on frame {meta.index}: {e}. "
-                    "Pass a fixed normalization=..., or start when the sample is visible."
+                    f"could not fit the intensity normalisation on frame {meta.index}{which}: "
+                    f"{e}. Pass a fixed normalization=..., or start when the sample is visible."
                 ) from e
-            self._norm, self._refit = norm, False
+            self._norms[c] = norm
+            self._refit.discard(c)
             norm.apply(x, out=x)
         else:
             norm.apply(image, out=x)
@@ -828,7 +894,8 @@ class LivePipeline:
         pslot = run.planes.claim()
         assert pslot is not None
         out = pslot.arrays["planes"][: ps.n_planes]
-        self._backend.infer(x, dpm_net, out)
+        self._backends[c].infer(x, dpm_net, out)
+        run.next_channel = (c + 1) % len(self._backends)
         t3 = time.perf_counter()
         run.planes.publish(
             pslot,
@@ -858,12 +925,13 @@ class LivePipeline:
         """
         k = ps.n_planes
         if k != run.k_prepared:
-            self._backend.prepare(run.shape[0], run.shape[1], k)
+            for b in self._unique_backends():
+                b.prepare(run.shape[0], run.shape[1], k)
             run.k_prepared = k
         t_ms = meta.camera_time_ms
         if not math.isfinite(t_ms):
             t_ms = (meta.arrival_s - run.t0) * 1e3
-        if ps.feedback is not None:  # e.g. drift compensation: it sees the frame first
+        if ps.feedback is not None and meta.channel == 0:  # e.g. drift: sees the frame first
             ps.feedback(image_norm, meta.index, t_ms)
         dpms = ps.plan.dpms_for_frame(meta.index, t_ms, run.shape)
         if (
@@ -967,6 +1035,7 @@ class _Popper:
         cam_t = _as_float(meta.get(META_CAMERA_TIME_MS, meta.get("ElapsedTime-ms")))
         z = meta.get(META_STAGE_Z_UM)
         stage_z = _as_float(z) if z is not None else self.p._stage_z
+        channel = self._channel(meta, cam_no)
 
         slot = ring.claim()
         assert slot is not None
@@ -978,10 +1047,28 @@ class _Popper:
             arrival_s=arrival,
             stage_z_um=stage_z,
             metadata=MappingProxyType(meta),
+            channel=channel,
         )
         run.stats.on_frame_in(arrival, time.perf_counter() - t0, cam_no, cam_t)
         ring.publish(slot, fmeta)
         return True
+
+    def _channel(self, meta: Mapping[str, Any], cam_no: int) -> int:
+        """The frame's position in the pipeline's channel list (0 without channels)."""
+        channels = self.p._channels
+        if channels is None:
+            return 0
+        key = self.p._channel_key
+        value = meta.get(key)
+        pos = channels.index(str(value)) if value is not None and str(value) in channels else -1
+        if pos < 0:
+            raise CameraError(
+                f"camera frame {cam_no} "
+                + (f"is of channel {value}" if value is not None else f"names no channel ({key})")
+                + f", but the pipeline records the channels {list(channels)}; set the camera's "
+                "channel sequence to those channels"
+            )
+        return pos
 
     def _count_gap(self, cam_no: int) -> None:
         if cam_no < 0:

@@ -15,6 +15,12 @@ skip frames; the raw stream never does)::
     ...
     summary = rec.stop()   # stops the pipeline, closes the files, completes the planes
 
+A dynamic plan's per-frame DPMs (drift compensation) are journaled as they are served
+(:class:`PlanTimeline`), so completion rebuilds each skipped frame's own DPMs. A pipeline
+with ``channels`` (an interleaved multi-channel stream) gives a recording with a C axis:
+each camera frame goes to the slot (time point, channel) its frame number says
+(:class:`ChannelClock`), so a dropped frame leaves its slot empty and nothing shifts.
+
 Nothing is lost silently: raw frames the recorder could not keep up with (the frame ring
 lapped it) are named in the journal and in :class:`RecordingSummary` (``raw_lost``); a
 write error (disk full, ...) stops the recording with a
@@ -30,7 +36,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +53,14 @@ from live_deepz.recording import (
 
 from ._subscribers import PipelineError
 
-__all__ = ["Recorder", "RecordingSummary", "recorder_metadata"]
+__all__ = [
+    "ChannelClock",
+    "PlanTimeline",
+    "Recorder",
+    "RecordingSummary",
+    "model_metadata",
+    "recorder_metadata",
+]
 
 logger = logging.getLogger("live_deepz.engine")
 
@@ -64,7 +77,7 @@ class RecordingSummary:
     frames_acquired: int = 0
     """Frames the pipeline popped from the camera."""
     frames_recorded: int = 0
-    """Raw frames written to the file."""
+    """Raw frames written to the file (with channels: time points, one frame per channel)."""
     processed_live: int = 0
     """Frames whose planes the engine computed live and the recorder wrote."""
     completed_after: int = 0
@@ -83,6 +96,11 @@ class RecordingSummary:
     not_recorded_after_limit: int = 0
     """Frames that arrived after ``max_frames`` were recorded."""
     discarded_at_stop: int = 0
+    channels: list[str] | None = None
+    """The channels of an interleaved multi-channel recording."""
+    channel_frames_missing: int = 0
+    """Channel slots of recorded time points whose camera frame never came (dropped by the
+    camera or lost): left empty, marked not acquired; nothing shifted."""
     duration_s: float = 0.0
     error: str | None = None
     pipeline_error: str | None = None
@@ -112,6 +130,13 @@ class RecordingSummary:
             f"  planes not stored    {self.planes_missed} (recorder lapped; completed after)",
             f"  raw frames lost      {self.raw_lost}",
         ]
+        if self.channels:
+            out[2:2] = [
+                f"  channels             {len(self.channels)} ({', '.join(self.channels)}): "
+                "frames are time points, one camera frame per channel",
+                f"  channel frames missing {self.channel_frames_missing} (dropped; slot "
+                "left empty)",
+            ]
         if self.not_recorded_after_limit:
             out.append(f"  after --frames limit {self.not_recorded_after_limit} (not recorded)")
         if self.pipeline_error:
@@ -121,6 +146,17 @@ class RecordingSummary:
         return out
 
 
+def model_metadata(model: Any) -> dict[str, Any]:
+    """A model's identity for a recording: name, path, weights sha256, card."""
+    card = getattr(model, "card", None)
+    return {
+        "name": getattr(card, "name", None),
+        "path": str(getattr(model, "path", "")) or None,
+        "weights_sha256": getattr(model, "weights_sha256", None),
+        "card": card.to_dict() if card is not None and hasattr(card, "to_dict") else None,
+    }
+
+
 def recorder_metadata(
     pipeline: Any, model: Any = None, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -128,12 +164,7 @@ def recorder_metadata(
     meta: dict[str, Any] = {}
     if model is not None:
         card = getattr(model, "card", None)
-        meta["model"] = {
-            "name": getattr(card, "name", None),
-            "path": str(getattr(model, "path", "")) or None,
-            "weights_sha256": getattr(model, "weights_sha256", None),
-            "card": card.to_dict() if card is not None and hasattr(card, "to_dict") else None,
-        }
+        meta["model"] = model_metadata(model)
         if card is not None:
             meta["optics"] = dict(getattr(card, "optics", {}) or {})
     else:
@@ -185,6 +216,129 @@ def _as_float(v: Any) -> float:
         return math.nan
 
 
+def _nums(values: Any) -> list[float | None]:
+    return [None if not math.isfinite(float(v)) else round(float(v), 4) for v in values]
+
+
+class PlanTimeline:
+    """The per-frame DPMs of dynamic plans, journaled as events (the DPM timeline).
+
+    A dynamic plan (one with ``update()``, e.g. drift compensation) gives new DPMs every
+    frame, so one ``describe()`` per plan does not say which DPMs a frame's planes were
+    computed with. The recorder feeds every processed frame here (:meth:`note`) and journals
+    what is new about once a second and at stop (:meth:`drain`):
+
+    - a plan with ``served_um(frame_index)`` and ``trace()`` (a
+      :class:`~live_deepz.calibration.DriftCompensationPlan`): a ``drift`` event with, per
+      processed frame, the correction served (µm; plane k = correction + offset k) and every
+      raw / filtered drift estimate since the last event. ``live-deepz complete`` rebuilds
+      every frame's DPMs from them (:func:`live_deepz.recording.dpm_timeline`);
+    - any other dynamic plan: a ``plan timeline`` event with each frame's ``describe()``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._served: list[tuple[int, float, float]] = []
+        self._described: list[tuple[int, float, int, dict[str, Any]]] = []
+        self._traced: dict[int, tuple[Any, int]] = {}  # plan id -> (plan, trace entries seen)
+
+    @staticmethod
+    def is_dynamic(plan: Any) -> bool:
+        return callable(getattr(plan, "update", None))
+
+    @staticmethod
+    def is_drift(plan: Any) -> bool:
+        return callable(getattr(plan, "served_um", None)) and callable(getattr(plan, "trace", None))
+
+    def note(
+        self, frame_index: int, t_ms: float, plan_id: int, plan: Any, description: Any
+    ) -> None:
+        """A frame processed with the dynamic ``plan`` (``description``: its ``describe()``
+        when the frame was processed, as the pipeline hands it along)."""
+        with self._lock:
+            if self.is_drift(plan):
+                v = plan.served_um(frame_index)
+                v = math.nan if v is None else float(v)
+                self._served.append((int(frame_index), float(t_ms), v))
+                self._traced.setdefault(int(plan_id), (plan, 0))
+            else:
+                desc = dict(description or {})
+                self._described.append((int(frame_index), float(t_ms), int(plan_id), desc))
+
+    def drain(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(message, fields)`` of the events to journal (empty when nothing is new)."""
+        with self._lock:
+            served, self._served = self._served, []
+            described, self._described = self._described, []
+            traced = list(self._traced.items())
+        out: list[tuple[str, dict[str, Any]]] = []
+        est: dict[str, list[Any]] = {
+            k: [] for k in ("frame_index", "t_ms", "raw_um", "filtered_um", "accepted")
+        }
+        for pid, (plan, seen) in traced:
+            tr = plan.trace()
+            n = len(tr["frame_index"])
+            start = seen if seen <= n else 0  # a reset() cleared the trace
+            with self._lock:
+                self._traced[pid] = (plan, n)
+            est["frame_index"] += [int(v) for v in tr["frame_index"][start:]]
+            est["t_ms"] += _nums(tr["t_ms"][start:])
+            est["raw_um"] += _nums(tr["raw_um"][start:])
+            est["filtered_um"] += _nums(tr["filtered_um"][start:])
+            est["accepted"] += [bool(v) for v in tr["accepted"][start:]]
+        if served or est["frame_index"]:
+            out.append(
+                (
+                    "drift",
+                    {
+                        "frame_index": [f for f, _, _ in served],
+                        "t_ms": _nums([t for _, t, _ in served]),
+                        "correction_um": _nums([v for _, _, v in served]),
+                        "estimates": est,
+                    },
+                )
+            )
+        if described:
+            out.append(
+                (
+                    "plan timeline",
+                    {
+                        "frame_index": [f for f, _, _, _ in described],
+                        "t_ms": _nums([t for _, t, _, _ in described]),
+                        "plan_id": [p for _, _, p, _ in described],
+                        "plan": [d for _, _, _, d in described],
+                    },
+                )
+            )
+        return out
+
+
+class ChannelClock:
+    """Places the frames of an interleaved multi-channel stream: camera frame number and
+    channel -> slot ``t * n_channels + c`` of the recording.
+
+    The first frame fixes the phase; after it a frame goes where its camera frame number
+    says, so a frame the camera dropped (or the recorder lost) leaves its slot empty and
+    nothing after it shifts. A frame whose number and channel disagree, or a counter that
+    went back (a restarted sequence), goes to its channel's next free slot.
+    """
+
+    def __init__(self, n_channels: int) -> None:
+        self.n = int(n_channels)
+        self.base: int | None = None
+        self.last = -1
+
+    def slot(self, number: int, channel: int) -> int:
+        if self.base is None:
+            self.base = number - channel
+        s = number - self.base
+        if s <= self.last or s % self.n != channel:
+            s = self.last + 1 + (channel - (self.last + 1)) % self.n
+            self.base = number - s
+        self.last = s
+        return s
+
+
 class Recorder:
     """Record a :class:`~live_deepz.engine.LivePipeline`'s raw stream and virtual planes.
 
@@ -210,6 +364,11 @@ class Recorder:
         Compute the planes the engine skipped when :meth:`stop` is called.
     on_error
         Called (from a recorder thread) with the :class:`RecordingError` that stopped it.
+    channel_names
+        Names of the pipeline's channels (an interleaved multi-channel stream, see
+        ``LivePipeline(channels=...)``); default: the channel values themselves. The
+        recording then has a C axis (raw ``T, C, Y, X``, planes ``T, C, Z, Y, X``), a time
+        point is one frame of each channel, ``max_frames`` counts time points.
     """
 
     def __init__(
@@ -227,8 +386,17 @@ class Recorder:
         progress: bool = True,
         sync_interval_s: float = 5.0,
         on_error: Callable[[RecordingError], None] | None = None,
+        channel_names: Sequence[str] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        channels = getattr(pipeline, "channels", None)
+        self.channels: list[str] | None = None
+        if channels is not None:
+            names = list(channel_names) if channel_names is not None else list(channels)
+            if len(names) != len(channels):
+                raise ValueError(f"{len(names)} channel names for {len(channels)} channels")
+            self.channels = [str(n) for n in names]
+        self._clock = ChannelClock(len(self.channels or ()) or 1)
         self.path = Path(path)
         self.format = format
         self.model = model
@@ -249,13 +417,16 @@ class Recorder:
         self._error: RecordingError | None = None
         self._pipeline_error: str | None = None
         self._plans: dict[int, Any] = {}
-        self._norm_obj: Any = None
+        self._norm_objs: dict[int, Any] = {}
         self._norm_lock = threading.Lock()
         self._raw_lost: list[int] = []
         self._after_limit = 0
         self._planes_live = 0
         self._planes_missed = 0
         self._planes_dropped: collections.Counter[str] = collections.Counter()
+        self._timeline = PlanTimeline()
+        self._timeline_drained = 0.0
+        self._timeline_lock = threading.Lock()
         self._t_start = 0.0
         self._t_stop = 0.0
         self._stopped = False
@@ -270,7 +441,13 @@ class Recorder:
 
     @property
     def frames_written(self) -> int:
-        return 0 if self.writer is None else self.writer.n_frames
+        """Frames written so far; with channels whole time points (each channel's frame
+        written, or dropped: a later frame came)."""
+        if self.writer is None:
+            return 0
+        if self.channels is None:
+            return self.writer.n_frames
+        return min((self._clock.last + 1) // len(self.channels), self.writer.n_frames)
 
     @property
     def running(self) -> bool:
@@ -294,6 +471,8 @@ class Recorder:
         offsets = np.asarray(plan.offsets_um, dtype=np.float64).reshape(-1)
         meta = recorder_metadata(p, self.model, self.extra)
         meta["plan"] = dict(plan.describe())
+        if self.channels is not None:
+            meta["camera_channels"] = list(p.channels)  # the frames' channel metadata
         self._exposure_ms = _as_float(getattr(core, "getExposure", lambda: math.nan)())
         self.writer = RecordingWriter(
             self.path,
@@ -305,6 +484,7 @@ class Recorder:
             metadata=meta,
             overwrite=self.overwrite,
             sync_interval_s=self.sync_interval_s,
+            channels=self.channels,
         )
         self._note_plan(first_index=0)
         self._note_normalization(first_index=0)
@@ -349,15 +529,44 @@ class Recorder:
         from the frame it was fitted on); the raw thread only records the first one (so a
         recording whose planes were all lapped still has it), hence ``first_only``.
         """
-        norm = getattr(self.pipeline, "normalization", None)
+        p = self.pipeline
+        norms = getattr(p, "normalizations", None)  # per channel
+        if norms is None:
+            norm = getattr(p, "normalization", None)
+            norms = {} if norm is None else {0: norm}
         with self._norm_lock:
-            if norm is None or norm is self._norm_obj:
-                return
-            if first_only and self._norm_obj is not None:
-                return
-            self._norm_obj = norm
-            assert self.writer is not None
-            self.writer.set_normalization(norm.background, norm.scale, first_index=first_index)
+            for c, norm in sorted(norms.items()):
+                prev = self._norm_objs.get(c)
+                if norm is prev or (first_only and prev is not None):
+                    continue
+                self._norm_objs[c] = norm
+                assert self.writer is not None
+                self.writer.set_normalization(
+                    norm.background, norm.scale, first_index=first_index, channel=c
+                )
+
+    def _plan_object(self, plan_id: int) -> Any:
+        """The plan object of ``plan_id`` (None when it was replaced before we saw it)."""
+        plan = self._plans.get(plan_id)
+        if plan is None:
+            p = self.pipeline
+            cur = p.plan
+            if int(p.plan_id) == plan_id:
+                plan = self._plans.setdefault(plan_id, cur)
+        return plan
+
+    def _journal_timeline(self, force: bool = False) -> None:
+        """Journal the dynamic plans' per-frame DPMs (:class:`PlanTimeline`), at most about
+        once a second unless ``force``."""
+        now = time.perf_counter()
+        if not force and now - self._timeline_drained < 1.0:
+            return
+        with self._timeline_lock:
+            self._timeline_drained = now
+            writer = self.writer
+            for message, fields in self._timeline.drain():
+                if writer is not None:
+                    writer.event(message, **fields)
 
     def _set_error(self, err: RecordingError) -> None:
         with self._cond:
@@ -396,7 +605,14 @@ class Recorder:
                         "the camera by more than the frame ring holds (disk too slow?)",
                         indices=list(f.missed_before)[:1000],
                     )
-                if self.max_frames is not None and writer.n_frames >= self.max_frames:
+                if self.channels is None:
+                    t, c = writer.n_frames, None
+                    slot = t
+                else:  # the frame's place: its time point and channel
+                    number = f.camera_frame if f.camera_frame >= 0 else f.index
+                    slot = self._clock.slot(number, f.channel)
+                    t, c = divmod(slot, len(self.channels))
+                if self.max_frames is not None and t >= self.max_frames:
                     self._after_limit += 1
                     continue
                 pid = self._note_plan(first_index=f.index)
@@ -413,9 +629,9 @@ class Recorder:
                     exposure_ms=exposure if math.isfinite(exposure) else self._exposure_ms,
                     plan_id=pid,
                 )
-                t = writer.append_frame(f.image, info)
+                writer.append_frame(f.image, info, channel=c, t=None if c is None else t)
                 with self._cond:
-                    self._index_to_t.append((f.index, t))
+                    self._index_to_t.append((f.index, slot))
                     self._raw_last_index = f.index
                     self._cond.notify_all()
                 sub.mark_written()
@@ -430,7 +646,8 @@ class Recorder:
                 self._cond.notify_all()
 
     def _t_of(self, index: int) -> int | None:
-        """The file position of pipeline frame ``index`` once the raw thread wrote it."""
+        """The slot (``t * n_channels + c``; with one channel the time point ``t``) of
+        pipeline frame ``index`` once the raw thread wrote it."""
         with self._cond:
             self._cond.wait_for(
                 lambda: self._raw_last_index >= index or self._raw_done or self._error is not None
@@ -459,10 +676,11 @@ class Recorder:
                     continue
                 if pf.missed_before:  # completed after stop from the raw frames
                     self._planes_missed += len(pf.missed_before)
-                t = self._t_of(pf.index)
-                if t is None:
+                slot = self._t_of(pf.index)
+                if slot is None:
                     self._planes_dropped["no raw frame"] += 1
                     continue
+                t, c = divmod(slot, len(self.channels or ()) or 1)
                 if pf.planes.shape[0] != k:
                     self._planes_dropped[f"plan with {pf.planes.shape[0]} planes"] += 1
                     continue
@@ -474,9 +692,19 @@ class Recorder:
                         offsets_um=np.asarray(pf.offsets_um),
                     )
                 self._note_normalization(first_index=pf.index)
-                writer.write_planes(t, pf.planes, plan_id=pf.plan_id, source="live")
+                writer.write_planes(
+                    t,
+                    pf.planes,
+                    plan_id=pf.plan_id,
+                    source="live",
+                    channel=None if self.channels is None else c,
+                )
                 self._planes_live += 1
                 sub.mark_written()
+                plan = self._plan_object(pf.plan_id)
+                if PlanTimeline.is_dynamic(plan):
+                    self._timeline.note(pf.index, pf.camera_time_ms, pf.plan_id, plan, pf.plan)
+                    self._journal_timeline()
         except RecordingError as exc:
             self._set_error(exc)
         except Exception as exc:
@@ -525,6 +753,12 @@ class Recorder:
             s.discarded_at_stop = int(stats.discarded_at_stop)
         s.frames_recorded = writer.n_frames
         s.processed_live = self._planes_live
+        if self.channels is not None:
+            n_c = len(self.channels)
+            s.channels = list(self.channels)
+            s.channel_frames_missing = int((~writer.acquired_mask()).sum()) + (
+                writer.n_frames * n_c - writer.n_slots  # the last time point's, at close
+            )
         s.raw_lost = len(self._raw_lost)
         s.planes_missed = self._planes_missed
         s.not_recorded_after_limit = self._after_limit
@@ -539,6 +773,7 @@ class Recorder:
             )
         with contextlib.suppress(RecordingError):
             self._note_normalization(first_index=0, first_only=True)
+        self._journal_timeline(force=True)  # the rest of the DPM timeline, before closing
         summary_json = {k: v for k, v in s.as_dict().items() if k != "events"}
         if self._error is not None:
             s.error = str(self._error)
@@ -546,24 +781,30 @@ class Recorder:
                 writer.close(summary_json)
             except RecordingError:
                 writer.abort()
-            s.incomplete = int((~writer.complete_mask()).sum())
+            s.incomplete = len(writer.incomplete())
             self.summary = s
             return s
         try:
             writer.close(summary_json)
         except RecordingError as exc:
             s.error = str(exc)
-            s.incomplete = int((~writer.complete_mask()).sum())
+            s.incomplete = len(writer.incomplete())
             self.summary = s
             return s
         todo = len(writer.incomplete())
         do_complete = self.complete_on_stop if complete is None else complete
         if todo and do_complete:
             try:
+                # plans with a journaled DPM timeline (drift) are rebuilt from it: the live
+                # object only knows its current correction, not that of every frame
+                static = {i: q for i, q in self._plans.items() if not PlanTimeline.is_drift(q)}
+                infer: Any = p.backend.infer
+                if self.channels is not None:  # one backend per channel
+                    infer = [b.infer for b in p.backends]
                 self.completion = complete_recording(
                     writer.paths.base,
-                    p.backend.infer,
-                    plans=self._plans,
+                    infer,
+                    plans=static,
                     dpm_scale_um=getattr(p, "_dpm_scale_um", None),
                     z_range_um=getattr(p, "_z_range_um", None),
                     allow_out_of_range=bool(getattr(p, "_allow_oor", False)),

@@ -253,14 +253,30 @@ class SlotRing(Generic[M]):
             self._taken += 1
             return self._taken - 1
 
-    def take_newest(self, timeout: float | None = None) -> int | None:
-        """Take the newest sequence number; the ones skipped go to ``on_drop``."""
+    def take_newest(
+        self,
+        timeout: float | None = None,
+        prefer: Callable[[M], bool] | None = None,
+        within: int = 1,
+    ) -> int | None:
+        """Take the newest sequence number; the ones skipped go to ``on_drop``.
+
+        ``prefer``: take the newest of the last ``within`` untaken ones whose metadata it
+        accepts instead (the newer ones stay for the next take), e.g. the next channel of an
+        interleaved stream so that a slow engine serves every channel in turn.
+        """
         with self.cond:
             if not self.cond.wait_for(lambda: self._next > self._taken or self._closed, timeout):
                 return None
             if self._next <= self._taken:
                 return None
             newest = self._next - 1
+            if prefer is not None:
+                for seq in range(newest, max(self._taken, newest - within + 1) - 1, -1):
+                    slot = self._slots[seq % self.capacity]
+                    if slot.seq == seq and slot.meta is not None and prefer(slot.meta):
+                        newest = seq
+                        break
             self._drop(newest - self._taken)
             self._taken = newest + 1
             return newest
@@ -365,6 +381,8 @@ class FrameMeta:
     """Focus stage position (metadata or last stage event), NaN if unknown."""
     metadata: Mapping[str, str]
     """The core's metadata of the frame."""
+    channel: int = 0
+    """Position of the frame's channel in the pipeline's channel list (0: one channel)."""
 
 
 @dataclass(frozen=True, slots=True)

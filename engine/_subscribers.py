@@ -64,6 +64,8 @@ class RawFrame:
     metadata: Mapping[str, str]
     missed_before: tuple[int, ...] = ()
     """Frame indices this subscriber missed just before this frame (overwritten unread)."""
+    channel: int = 0
+    """Position of the frame's channel in the pipeline's channel list (0: one channel)."""
 
 
 @dataclass(slots=True)
@@ -89,6 +91,8 @@ class PlaneFrame:
     missed_before: tuple[int, ...] = ()
     """Frame indices this subscriber missed just before this frame (processed, overwritten
     unread). Frames the engine skipped are not "missed": they never had planes."""
+    channel: int = 0
+    """Position of the frame's channel in the pipeline's channel list (0: one channel)."""
 
     @property
     def latency_ms(self) -> float:
@@ -143,6 +147,7 @@ class _Reader(Generic[Frame]):
                 plan_id=meta.plan_id,
                 plan=meta.plan,
                 missed_before=missed,
+                channel=f.channel,
             )
         assert isinstance(meta, FrameMeta)
         return RawFrame(
@@ -154,6 +159,7 @@ class _Reader(Generic[Frame]):
             image=dst,
             metadata=meta.metadata,
             missed_before=missed,
+            channel=meta.channel,
         )
 
 

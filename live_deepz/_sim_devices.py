@@ -45,8 +45,20 @@ overflowed and overwrote unread frames: ``core.isBufferOverflowed()``).
 the exposure (sampled when the frame is rendered, which is later only while catching up), in
 the stage's reported (user) coordinates, as ``core.getPosition()`` gives; the scene renders
 at the same instant, so image and recorded position always agree.
-``META_EXPOSURE_MS``: the exposure used. The core adds ``ImageNumber``, ``ElapsedTime-ms``
-(host arrival time), ``Camera``, ``Width``, ``Height``, ``Binning``, ``ROI-X-start`` ...
+``META_EXPOSURE_MS``: the exposure used. ``META_CHANNEL`` ("live_deepz.channel"): the scene
+channel the frame shows, only while ``ChannelSequence`` is set. The core adds
+``ImageNumber``, ``ElapsedTime-ms`` (host arrival time), ``Camera``, ``Width``, ``Height``,
+``Binning``, ``ROI-X-start`` ...
+
+Interleaved channels (``ChannelSequence``)
+------------------------------------------
+Fast multi-colour set-ups let the camera's trigger output step the light source, so the
+stream interleaves the channels frame by frame. ``ChannelSequence`` = "1,0" (scene channel
+indices, comma-separated; "" = off, the scene's own channel) renders exposure ``k`` in
+channel ``seq[k % len(seq)]`` (the exposure counter: a dropped exposure drops that
+channel's frame, as a skipped trigger would) and reports it as ``META_CHANNEL``. The
+read-only ``ChannelNames`` lists the source's channels ("nuclei,calcium" for the worm).
+Set it while stopped; it cannot be combined with ``ReplayFrames``.
 
 Fault injection (for tests)
 ---------------------------
@@ -91,6 +103,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "META_CAMERA_TIME_MS",
+    "META_CHANNEL",
     "META_EXPOSURE_MS",
     "META_FRAME",
     "META_STAGE_X_UM",
@@ -115,6 +128,8 @@ META_STAGE_Y_UM = "live_deepz.stage_y_um"
 """XY-stage y (µm, reported coordinates) at the start of the exposure."""
 META_EXPOSURE_MS = "live_deepz.exposure_ms"
 """Exposure time used for the frame, ms."""
+META_CHANNEL = "live_deepz.channel"
+"""Scene channel index of the frame (only while the camera's ``ChannelSequence`` is set)."""
 
 _UINT16_MAX = 65535
 
@@ -165,7 +180,10 @@ class NoiseFrameSource:
     focus changes the image), scaled by the exposure, plus noise cycled from a small bank of
     precomputed noise frames (cheap: about 1 ms at 512²). Used by tests that must not depend
     on the real scene; :func:`~live_deepz.microscope.open_core` never uses it by default.
+    Two channels (``channel=1``: twice the contrast on a higher background).
     """
+
+    channel_names: tuple[str, ...] = ("pattern", "bright pattern")
 
     def __init__(
         self, shape: tuple[int, int] = (512, 512), seed: int = 0, n_noise: int = 8
@@ -192,14 +210,17 @@ class NoiseFrameSource:
         stage_xy_um: tuple[float, float] = (0.0, 0.0),
         exposure_ms: float = 10.0,
         out: np.ndarray | None = None,
+        *,
+        channel: int | None = None,
     ) -> np.ndarray:
         if out is None:
             out = np.empty(self._shape, dtype=np.uint16)
-        contrast = 400.0 * (exposure_ms / 10.0) / (1.0 + (stage_z_um / 3.0) ** 2)
+        c = int(channel or 0)
+        contrast = 400.0 * (1 + c) * (exposure_ms / 10.0) / (1.0 + (stage_z_um / 3.0) ** 2)
         s = self._scratch
         np.multiply(self._texture, contrast, out=s)
         s += self._noise[self._i % len(self._noise)]
-        s += 1000.0
+        s += 1000.0 + 1000.0 * c
         np.clip(s, 0, _UINT16_MAX, out=s)
         out[...] = s  # float32 -> uint16 (truncation, values already clipped)
         self._i += 1
@@ -441,6 +462,7 @@ class SimCamera(CameraDevice):
         self._fail_after = 0
         self._drop_every = 0
         self._replay_frames = 0
+        self._channel_seq: tuple[int, ...] = ()
         self._actual_interval_ms = 0.0
         self._stream_thread: threading.Thread | None = None
         self._clock0 = time.perf_counter()  # experiment clock origin for the scene
@@ -477,6 +499,18 @@ class SimCamera(CameraDevice):
             setter=SimCamera._set_replay_frames,
             property_type=int,
             limits=(0, 1024),
+        )
+        self.register_property(
+            "ChannelSequence",
+            getter=SimCamera._get_channel_sequence,
+            setter=SimCamera._set_channel_sequence,
+            property_type=str,
+        )
+        self.register_property(
+            "ChannelNames",
+            getter=SimCamera._get_channel_names,
+            property_type=str,
+            is_read_only=True,
         )
         self.register_property(
             "LastError",
@@ -572,6 +606,40 @@ class SimCamera(CameraDevice):
         self._refuse_while_streaming("ReplayFrames")
         self._replay_frames = int(value)
 
+    def channel_names(self) -> tuple[str, ...]:
+        """The frame source's channel names (empty: it renders one channel only)."""
+        names = getattr(self._source, "channel_names", None)
+        if names is None:
+            names = getattr(getattr(self._source, "sample", None), "channel_names", None)
+        return tuple(str(n) for n in names or ())
+
+    def _get_channel_names(self) -> str:
+        return ",".join(self.channel_names())
+
+    def _get_channel_sequence(self) -> str:
+        return ",".join(str(c) for c in self._channel_seq)
+
+    def _set_channel_sequence(self, value: str) -> None:
+        self._refuse_while_streaming("ChannelSequence")
+        text = str(value).strip()
+        if text and self._replay_frames:
+            raise ValueError("ChannelSequence cannot be combined with ReplayFrames; set it to 0")
+        names = self.channel_names()
+        try:
+            seq = tuple(int(v) for v in text.split(",")) if text else ()
+        except ValueError:
+            raise ValueError(
+                f"ChannelSequence {text!r}: give comma-separated channel indices, e.g. '0,1'"
+            ) from None
+        bad = [c for c in seq if not 0 <= c < len(names)]
+        if bad:
+            raise ValueError(
+                f"ChannelSequence {text!r}: the source has {len(names)} channel(s) "
+                f"({', '.join(names) or 'no channel choice'}); channel {bad[0]} does not exist"
+            )
+        self._channel_seq = seq
+        self._emit_prop("ChannelSequence", text)
+
     def _get_last_error(self) -> str:
         return "" if self.last_error is None else str(self.last_error)
 
@@ -647,6 +715,15 @@ class SimCamera(CameraDevice):
         stop = self._stop_event if in_thread else None
         fail_after = self._fail_after
         drop_every = self._drop_every
+        seq = self._channel_seq
+        if seq and self._replay_frames:
+            err = CameraError(
+                "ChannelSequence cannot be combined with ReplayFrames (the replayed frames "
+                "show one channel); set one of them to its default"
+            )
+            self.last_error = err
+            self._emit_prop("LastError", err)
+            raise err
         bank = None
         if self._replay_frames:
             try:
@@ -684,6 +761,8 @@ class SimCamera(CameraDevice):
                 exposure = self._exposure_ms
                 z_phys, xy_phys, z_rep, xy_rep = self._positions()
                 dropped = drop_every > 0 and k % drop_every == drop_every - 1
+                ch = seq[k % len(seq)] if seq else None
+                kw: dict[str, Any] = {} if ch is None else {"channel": ch}
                 if not dropped:
                     buf = get_buffer(shape, np.uint16)
                     t_scene = s - self._clock0
@@ -691,13 +770,15 @@ class SimCamera(CameraDevice):
                         if bank is not None:
                             buf[...] = bank[k % len(bank)]
                         elif direct:
-                            img = self._source.render_frame(t_scene, z_phys, xy_phys, exposure, buf)
+                            img = self._source.render_frame(
+                                t_scene, z_phys, xy_phys, exposure, buf, **kw
+                            )
                             if img is not buf:
                                 buf[...] = img
                         else:
                             assert full is not None
                             img = self._source.render_frame(
-                                t_scene, z_phys, xy_phys, exposure, full
+                                t_scene, z_phys, xy_phys, exposure, full, **kw
                             )
                             self._bin_crop(img, buf, acc, b, x0, y0)
                     except Exception as e:  # a broken source surfaces like a camera fault
@@ -721,6 +802,7 @@ class SimCamera(CameraDevice):
                     META_STAGE_Y_UM: xy_rep[1],
                     META_EXPOSURE_MS: exposure,
                     "Exposure-ms": exposure,
+                    **({} if ch is None else {META_CHANNEL: ch}),
                 }
         finally:
             if self._stream_thread is threading.current_thread():
@@ -737,7 +819,8 @@ class SimCamera(CameraDevice):
         bank = np.empty((n, *shape), dtype=np.uint16)
         t0 = time.perf_counter() - self._clock0
         for i in range(n):
-            img = self._source.render_frame(t0 + i * period, z_phys, xy_phys, self._exposure_ms, full)
+            t = t0 + i * period
+            img = self._source.render_frame(t, z_phys, xy_phys, self._exposure_ms, full)
             self._bin_crop(img, bank[i], acc, b, x0, y0)
         return bank
 

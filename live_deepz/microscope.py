@@ -32,6 +32,7 @@ from pymmcore_plus import CMMCorePlus
 
 from ._sim_devices import (
     META_CAMERA_TIME_MS,
+    META_CHANNEL,
     META_EXPOSURE_MS,
     META_FRAME,
     META_STAGE_X_UM,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "META_CAMERA_TIME_MS",
+    "META_CHANNEL",
     "META_EXPOSURE_MS",
     "META_FRAME",
     "META_STAGE_X_UM",

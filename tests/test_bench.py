@@ -92,7 +92,7 @@ def test_engine_only_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_pipeline_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     r = _bench(tmp_path, "--pipeline", "--rounds", "1", "--camera-replay", "4")
     _check_engine(r)
-    assert r["camera"]["replay_frames"] == 4 and "--camera-replay 4" in r["command"]
+    assert r["pipeline"]["camera"]["replay_frames"] == 4 and "--camera-replay 4" in r["command"]
     p = r["pipeline"]
     assert p["planes_per_s"] > 0
     assert math.isclose(p["frames_per_s"] * r["planes"], p["planes_per_s"], rel_tol=1e-9)

@@ -121,7 +121,7 @@ def test_complete_refuses_a_different_model(
     assert rc == 1 and "sha256" in text and "--any-model" in text
 
 
-@pytest.mark.parametrize("flag", [["--channels", "GFP,RFP"]])
+@pytest.mark.parametrize("flag", [["--channels", "GFP,RFP", "--drift-compensation"]])
 def test_unbuilt_options_say_so_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
 ) -> None:

@@ -7,17 +7,16 @@ Protocol, per sample (``beads``, ``worm``, ``dense`` = filaments, optionally
    (``scripts/make_default_training_data.sh``: 8 µm bead volume, worm, 6 µm filament slab,
    flat bead slide) with seed ``1000 + seed`` (training used 101–144), a field of ``size``
    px plus 40 µm of margin on each side (defocus blur from outside the field reaches in),
-   simulated with the **model card's optics**. The bead volume is twice as dense as in
-   training (1 bead per 1000 µm³) for more beads per field.
+   simulated with the **model card's optics**. The bead volume has 1 bead per 1000 µm³
+   (the training stacks: 2) so that most beads are isolated for the bead statistics.
 
-   **Why ``beads`` is the bead volume.** In the simulator a bead on the coverslip (depth
-   0.15 µm, depth node 0) has an aberration-free PSF, exactly symmetric about focus: a flat
-   slide imaged 3 µm above focus is the same image as 3 µm below it, so the *sign* of a
-   defocus cannot be recovered from one image (the paper's real PSF is asymmetric, its
-   Fig. 1a). Beads inside a gel under the air objective have index-mismatch aberration and
-   an asymmetric PSF, and their foci spread over depth, so single-image localisation is
-   well posed. ``beads-flat`` is kept to show the ambiguity (its off-focus inputs cannot
-   be localised better than the sign guess).
+   **Why ``beads`` is the bead volume.** Beads inside a gel spread their foci over depth,
+   so single-image localisation is tested over a range of true positions, and their PSF
+   carries the sign of a defocus (index mismatch under the air objective). Beads on the
+   coverslip (``beads-flat``) rely on the simulator's residual spherical aberration alone
+   (a 185 µm coverslip under a 170 µm design, :attr:`~live_deepz.sim.psf.PSFModel.coverslip_um`;
+   with the design thickness their PSF would be exactly symmetric about focus and the sign
+   of a defocus unrecoverable from one image).
 2. **Mechanical scan (ground truth).** Noise-free images at every stage focus the
    evaluation needs are rendered once (:class:`~live_deepz.sim.Renderer`, channel 0) and
    each is exposed once by the camera (:class:`~live_deepz.sim.CameraModel`, 20 ms): one

@@ -18,7 +18,13 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recording", help="NAME.ome.tif, NAME.ome.zarr or NAME.journal.jsonl")
-    parser.add_argument("--model", default=None, help="model (default: the recording's own)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="model (default: the recording's own); a multi-channel recording: once for all "
+        "channels or once per channel",
+    )
     parser.add_argument(
         "--any-model",
         action="store_true",
@@ -32,29 +38,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _model_for(header: dict[str, Any], args: argparse.Namespace) -> Any:
+def _models_for(header: dict[str, Any], args: argparse.Namespace) -> list[Any]:
+    """One model per channel (one for a single-channel recording): ``--model`` or the
+    recording's own, checked against the recorded weights' sha256."""
     from ..modelfile import load_model, resolve_model
 
-    recorded = (header.get("metadata") or {}).get("model") or {}
-    name = args.model or recorded.get("path") or recorded.get("name")
-    if not name:
-        raise ModelFileError("the recording names no model; pass --model")
-    try:
-        model = load_model(resolve_model(name))
-    except ModelFileError as exc:
-        if args.model:
-            raise
+    meta = header.get("metadata") or {}
+    channels = [str(c) for c in header.get("channels") or ["(one)"]]
+    n_c = len(channels)
+    recorded: list[dict[str, Any]] = list(meta.get("models") or [])
+    if len(recorded) != n_c:
+        recorded = [meta.get("model") or {}] * n_c
+    given = [n.strip() for m in args.model or () for n in m.split(",")]
+    if len(given) == 1:
+        given *= n_c
+    if given and len(given) != n_c:
         raise ModelFileError(
-            f"the recording's model {name!r} is not available ({exc}); pass --model"
-        ) from None
-    sha = recorded.get("weights_sha256")
-    if sha and model.weights_sha256 != sha and not args.any_model:
-        raise ModelFileError(
-            f"model {model.path} has weights sha256 {model.weights_sha256[:12]}… but the "
-            f"recording was made with {sha[:12]}…; its planes would differ from the live ones. "
-            "Pass the original model with --model, or --any-model to use this one anyway"
+            f"{len(given)} --model for a recording of {n_c} channels ({', '.join(channels)}); "
+            "give one for all channels or one per channel"
         )
-    return model
+    loaded: dict[str, Any] = {}
+    models = []
+    for c in range(n_c):
+        rec = recorded[c] or {}
+        name = given[c] if given else rec.get("path") or rec.get("name")
+        which = f" of channel {channels[c]}" if n_c > 1 else ""
+        if not name:
+            raise ModelFileError(f"the recording names no model{which}; pass --model")
+        try:
+            if name not in loaded:
+                loaded[name] = load_model(resolve_model(name))
+        except ModelFileError as exc:
+            if given:
+                raise
+            raise ModelFileError(
+                f"the recording's model{which} {name!r} is not available ({exc}); pass --model"
+            ) from None
+        model = loaded[name]
+        sha = rec.get("weights_sha256")
+        if sha and model.weights_sha256 != sha and not args.any_model:
+            raise ModelFileError(
+                f"model {model.path} has weights sha256 {model.weights_sha256[:12]}… but the "
+                f"recording{which} was made with {sha[:12]}…; its planes would differ from the "
+                "live ones. Pass the original model with --model, or --any-model to use this "
+                "one anyway"
+            )
+        models.append(model)
+    return models
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,26 +92,35 @@ def run(args: argparse.Namespace) -> int:
 
     journal, _fmt = find_journal(args.recording)
     header, _state, _ = load_journal(journal)
-    model = _model_for(header, args)
+    models = _models_for(header, args)
     from ..engine.backends import create_backend  # type: ignore[import-not-found]
 
-    backend: Any = create_backend(
-        args.backend, model.generator, precision=args.precision, device=args.device
-    )
-    if args.tile:
-        from ..engine._tiling import TiledBackend  # type: ignore[import-not-found]
+    made: dict[int, Any] = {}  # one backend per distinct model
+    for m in models:
+        if id(m) in made:
+            continue
+        backend: Any = create_backend(
+            args.backend, m.generator, precision=args.precision, device=args.device
+        )
+        if args.tile:
+            from ..engine._tiling import TiledBackend  # type: ignore[import-not-found]
 
-        backend = TiledBackend(backend, tile=args.tile)
+            backend = TiledBackend(backend, tile=args.tile)
+        made[id(m)] = backend
+    model = models[0]
     report = complete_recording(
         args.recording,
-        backend.infer,
+        [made[id(m)].infer for m in models],
         dpm_scale_um=model.card.dpm_scale_um,
-        z_range_um=tuple(model.card.z_range_um),
+        z_range_um=(
+            max(float(m.card.z_range_um[0]) for m in models),
+            min(float(m.card.z_range_um[1]) for m in models),
+        ),
         allow_out_of_range=args.allow_out_of_range,
         progress=not args.no_progress,
     )
-    with open_recording(args.recording) as rec:
-        n, done = rec.n_frames, int(rec.complete.sum())
+    with open_recording(args.recording) as rec:  # camera frames (one per channel)
+        n, done = int(rec.acquired.sum()), int((rec.complete & rec.acquired).sum())
     print(f"completed: {report.path}")
     print(f"  frames             {n}")
     print(f"  already complete   {report.already_complete}")

@@ -145,8 +145,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     )
     c = t["c_lateral_fwhm"]
     lines.append(
-        f"  (c) lateral FWHM median within 15 % of the scan "
-        f"{c.get('model_over_ground_truth_median')}: {_verdict(c['pass'])}"
+        f"  (c) lateral FWHM median within 15 % of the scan (ratio "
+        f"{_fmt(c.get('model_over_ground_truth_median'))}): {_verdict(c['pass'])}"
     )
     lines.append(f"all targets: {_verdict(report['summary']['all_pass'])}")
     return lines

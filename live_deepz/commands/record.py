@@ -4,6 +4,7 @@ Examples::
 
     live-deepz record --sim --frames 200 --planes=-4:4:2 --model mymodel -o run.ome.tif
     live-deepz record --config scope.cfg --seconds 60 --format zarr -o run.ome.zarr
+    live-deepz record --sim --sim-sample worm --channels nuclei,calcium --frames 50 -o two.ome.tif
 
 Every camera frame is written losslessly; the engine refocuses what it can live and the
 planes it skipped are computed after the stop from the raw frames (``--no-complete``
@@ -14,9 +15,20 @@ the camera and lost (never silently).
 ``--drift-compensation`` makes the planes follow the sample's focus drift: the plan is a
 :class:`~live_deepz.calibration.DriftCompensationPlan` (planes = tracked focus + ``--planes``
 offsets) built by :func:`drift_compensation_plan`, which the live UI uses as well. The
-recording journals the plan once (its ``describe()``) and the DPM timeline as ``drift``
-events about once a second: per processed frame the correction served (µm) and every raw /
-filtered drift estimate.
+recording journals the plan once (its ``describe()``) and the recorder
+(:class:`~live_deepz.engine._recorder.PlanTimeline`, the same for recordings made in the
+UI) journals the DPM timeline as ``drift`` events about once a second: per processed frame
+the correction served (µm) and every raw / filtered drift estimate. ``live-deepz complete``
+computes the planes the engine skipped from that timeline.
+
+``--channels A,B`` records an interleaved multi-channel stream (frame 0 channel A, frame 1
+B, frame 2 A, ...; one time point = one frame per channel): each channel has its own
+normalisation and model (``--model`` once, or once per channel), the files get a C axis
+(raw ``T, C, Y, X``, planes ``T, C, Z, Y, X``) and ``--frames`` counts time points. The
+simulated camera sequences the scene's channels itself (``--sim-sample worm --channels
+nuclei,calcium``); with a Micro-Manager configuration the names are checked against its
+channel group and then refused (exit 2): per-frame switching needs hardware sequencing,
+which this version does not set up (docs/RECORDING.md).
 """
 
 from __future__ import annotations
@@ -27,7 +39,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,69 +116,6 @@ class _PaddedRefocus:
     def describe(self) -> dict[str, Any]:
         d = getattr(self.inner, "describe", None)
         return {**(d() if callable(d) else {}), "chunk": self.chunk}
-
-
-class DriftTimeline:
-    """A drift plan that also keeps the correction it served per processed frame (the DPM
-    timeline) and hands out what is new since the last :meth:`drain` (for the recording's
-    journal). Give the pipeline this object instead of the plan; everything else is the
-    plan's."""
-
-    def __init__(self, plan: Any, maxlen: int = 200_000) -> None:
-        self.plan = plan
-        self.offsets_um = plan.offsets_um
-        self._served: deque[tuple[int, float, float]] = deque(maxlen=maxlen)
-        self._n_trace = 0
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.plan, name)
-
-    def update(self, image_norm: np.ndarray, frame_index: int, timestamp_ms: float) -> Any:
-        return self.plan.update(image_norm, frame_index, timestamp_ms)
-
-    def dpms_for_frame(
-        self, frame_index: int, timestamp_ms: float, shape: tuple[int, int]
-    ) -> np.ndarray:
-        arr = self.plan.dpms_for_frame(frame_index, timestamp_ms, shape)
-        v = self.plan.served_um(frame_index)  # the last entry: found at once
-        with self._lock:
-            self._served.append(
-                (int(frame_index), float(timestamp_ms), math.nan if v is None else float(v))
-            )
-        return np.asarray(arr)
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self.plan.describe())
-
-    def drain(self) -> dict[str, Any] | None:
-        """``{"frame_index", "t_ms", "correction_um", "estimates": {...}}`` since the last
-        call (None when nothing is new)."""
-        with self._lock:
-            served = list(self._served)
-            self._served.clear()
-        tr = self.plan.trace()
-        n = len(tr["frame_index"])
-        start = self._n_trace if self._n_trace <= n else 0  # a reset() cleared the trace
-        self._n_trace = n
-        if not served and start >= n:
-            return None
-
-        def nums(a: Any) -> list[float | None]:
-            return [None if not math.isfinite(float(v)) else round(float(v), 4) for v in a]
-
-        return {
-            "frame_index": [f for f, _, _ in served],
-            "t_ms": nums([t for _, t, _ in served]),
-            "correction_um": nums([v for _, _, v in served]),
-            "estimates": {
-                "frame_index": [int(v) for v in tr["frame_index"][start:]],
-                "t_ms": nums(tr["t_ms"][start:]),
-                "raw_um": nums(tr["raw_um"][start:]),
-                "filtered_um": nums(tr["filtered_um"][start:]),
-                "accepted": [bool(v) for v in tr["accepted"][start:]],
-            },
-        }
 
 
 def drift_compensation_plan(
@@ -264,10 +212,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "10 %% (CPU) / 25 %% (CUDA) of the live inference work, at least 5 on the CPU)",
     )
     parser.add_argument(
-        "--channels", default=None, help="multi-channel acquisition (not built yet)"
+        "--channels",
+        default=None,
+        help="interleaved multi-channel recording, e.g. nuclei,calcium: the camera stream "
+        "alternates the channels frame by frame (--sim: the sample's channel names or "
+        "indices, see --sim-sample worm; a Micro-Manager configuration: presets of its channel "
+        "group, which needs hardware sequencing: refused for now). Files get a C axis; "
+        "--frames counts time points (one frame per channel)",
     )
     parser.add_argument("--format", choices=("tiff", "zarr"), default=None)
-    parser.add_argument("--model", default=None, help="model name or folder")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="model name or folder; with --channels once for all channels or once per channel "
+        "in their order (--model a --model b)",
+    )
     parser.add_argument("--backend", default="auto", help="auto, torch, compile, ... (see info)")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -319,19 +279,96 @@ def _open_core(args: argparse.Namespace) -> Any:
     return core
 
 
+class _NotBuilt(Exception):
+    """A combination this version does not support yet (exit status 2)."""
+
+
+def _channel_list(spec: str) -> list[str]:
+    names = [n.strip() for n in str(spec).split(",")]
+    if not names or any(not n for n in names):
+        raise InputError(f"--channels {spec!r}: give comma-separated channel names, e.g. GFP,RFP")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"--channels {spec!r} names {dup[0]!r} twice; give each channel once")
+    return names
+
+
+def _camera_channels(core: Any, args: argparse.Namespace, names: list[str]) -> list[str]:
+    """Make the camera interleave the ``--channels``; returns their names as the source
+    calls them and the values the frames' channel metadata will carry.
+
+    The simulated camera sequences them itself (``ChannelSequence``). A Micro-Manager
+    configuration is checked (a channel group holding those presets) and then refused:
+    switching the channel between two frames of a running stream needs the hardware to do
+    it (the camera's trigger output stepping the light source through a loaded sequence),
+    which this version does not set up; see docs/RECORDING.md.
+    """
+    cam = core.getCameraDevice()
+    if args.sim:
+        avail = [n for n in str(core.getProperty(cam, "ChannelNames")).split(",") if n]
+        lower = {n.lower(): i for i, n in enumerate(avail)}
+        idx: list[int] = []
+        for name in names:
+            i = lower.get(name.lower())
+            if i is None and name.isdigit() and int(name) < len(avail):
+                i = int(name)
+            if i is None:
+                raise InputError(
+                    f"--channels: the simulated sample {args.sim_sample!r} has no channel "
+                    f"{name!r}; its channels are {', '.join(avail)} (names or indices 0.."
+                    f"{len(avail) - 1}; --sim-sample worm has nuclei,calcium)"
+                )
+            idx.append(i)
+        if len(set(idx)) != len(idx):
+            raise InputError(f"--channels {args.channels!r} names one channel twice")
+        names[:] = [avail[i] for i in idx]
+        core.setProperty(cam, "ChannelSequence", ",".join(str(i) for i in idx))
+        return [str(i) for i in idx]
+    group = core.getChannelGroup()
+    if not group:
+        raise InputError(
+            f"--channels names presets of the configuration's channel group, but {args.config} "
+            "sets no channel group; define a group of channel presets (Micro-Manager: Groups "
+            "and presets) and make it the channel group (Core-ChannelGroup), or record "
+            "without --channels"
+        )
+    presets = list(core.getAvailableConfigs(group))
+    for name in names:
+        if name not in presets:
+            raise InputError(
+                f"--channels: the channel group {group!r} of {args.config} has no preset "
+                f"{name!r}; its presets are {', '.join(presets) or '(none)'}"
+            )
+    raise _NotBuilt(
+        f"--channels {','.join(names)} with a Micro-Manager configuration is not built yet: "
+        "the channels must change between two frames of the running camera stream, which "
+        "needs hardware sequencing (the camera's trigger output stepping the light source "
+        f"through the {group!r} presets, loaded as a property sequence) that this version does "
+        "not set up. Record one channel at a time (select the preset, run record without "
+        "--channels), or try --channels with --sim."
+    )
+
+
 def _drift_refocus_fn(model: Any) -> Any:
     """The drift estimator's refocus function (None: the model's engine); tests replace it."""
     return None
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.channels:
-        print(
-            "live-deepz record: --channels is not built yet in this version; record without "
-            "it (the raw stream keeps everything needed to refocus later).",
-            file=sys.stderr,
-        )
+    try:
+        return _run(args)
+    except _NotBuilt as exc:
+        print(f"live-deepz record: {exc}", file=sys.stderr)
         return NOT_BUILT
+
+
+def _run(args: argparse.Namespace) -> int:
+    names = None if args.channels is None else _channel_list(args.channels)
+    if names is not None and args.drift_compensation:
+        raise _NotBuilt(
+            "--drift-compensation with --channels is not built yet; record the channels "
+            "without it, or one channel with it"
+        )
     if args.drift_every_n is not None and args.drift_every_n < 1:
         raise InputError(f"--drift-every-n must be >= 1, got {args.drift_every_n}")
     if args.drift_compensation:
@@ -351,14 +388,36 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--seconds must be > 0, got {args.seconds}")
 
     from ..engine._pipeline import LivePipeline  # type: ignore[import-not-found]
-    from ..engine._recorder import Recorder  # type: ignore[import-not-found]
+    from ..engine._recorder import Recorder, model_metadata  # type: ignore[import-not-found]
     from ..engine.backends import create_backend  # type: ignore[import-not-found]
 
-    models = load_models(args.model)
-    if len(models) != 1:
-        raise InputError("record takes one --model (multi-channel recording is not built yet)")
+    models = load_models(",".join(args.model) if args.model else None)
+    n_c = 1 if names is None else len(names)
+    if len(models) == 1:
+        models *= n_c
+    if len(models) != n_c and names is None:
+        raise InputError(
+            f"{len(models)} models given: record takes one --model (one per channel only with "
+            "--channels)"
+        )
+    if len(models) != n_c:
+        raise InputError(
+            f"{len(models)} models for {n_c} channels ({', '.join(names or ())}): give one "
+            "--model for all channels or one per channel, in the order of --channels"
+        )
     model = models[0]
+    if len({float(m.card.dpm_scale_um) for m in models}) > 1:
+        raise InputError(
+            "the channels' models have different DPM scales ("
+            + ", ".join(f"{m.card.name}: {m.card.dpm_scale_um:g} µm" for m in models)
+            + "); use models trained with the same DPM scale"
+        )
+    z_range = (
+        max(float(m.card.z_range_um[0]) for m in models),
+        min(float(m.card.z_range_um[1]) for m in models),
+    )  # the range every channel's model was trained for
     core = _open_core(args)
+    camera_channels = None if names is None else _camera_channels(core, args, names)
     shape = (int(core.getImageHeight()), int(core.getImageWidth()))
     try:
         px = float(core.getPixelSizeUm())
@@ -369,10 +428,14 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = build_plan(args, shape, px, default_planes=DEFAULT_PLANES)
-        backend = create_backend(
-            args.backend, model.generator, precision=args.precision, device=args.device
-        )
-        timeline: DriftTimeline | None = None
+        made: dict[int, Any] = {}  # one backend per distinct model
+        for m in models:
+            if id(m) not in made:
+                made[id(m)] = create_backend(
+                    args.backend, m.generator, precision=args.precision, device=args.device
+                )
+        backends = [made[id(m)] for m in models]
+        backend = backends[0]
         if args.drift_compensation:
             plan = drift_compensation_plan(
                 model,
@@ -383,20 +446,23 @@ def run(args: argparse.Namespace) -> int:
                 refocus_fn=_drift_refocus_fn(model),
                 every_n=args.drift_every_n,
             )
-            plan = timeline = DriftTimeline(plan)
         pipeline = LivePipeline(
             core,
-            backend,
+            backends,
             plan,
-            z_range_um=model.card.z_range_um,
+            z_range_um=z_range,
             dpm_scale_um=model.card.dpm_scale_um,
             mode="live",
             allow_out_of_range=args.allow_out_of_range,
+            channels=camera_channels,
         )
     for w in caught:
         print(f"live-deepz record: warning: {w.message}", file=sys.stderr)
 
     stop_now = threading.Event()
+    extra: dict[str, Any] = {"command": "live-deepz record " + " ".join(sys.argv[2:])}
+    if names is not None:
+        extra["models"] = [model_metadata(m) for m in models]  # per channel
     recorder = Recorder(
         pipeline,
         args.output,
@@ -406,27 +472,18 @@ def run(args: argparse.Namespace) -> int:
         max_frames=args.frames,
         complete_on_stop=not args.no_complete,
         progress=not args.no_progress,
-        metadata={"command": "live-deepz record " + " ".join(sys.argv[2:])},
+        metadata=extra,
         on_error=lambda err: stop_now.set(),
+        channel_names=names,
     )
     recorder.start()
     interrupted = False
     t0 = time.perf_counter()
-    last_drift = t0
-
-    def journal_drift() -> None:
-        chunk = None if timeline is None else timeline.drain()
-        if chunk is not None and recorder.writer is not None:
-            recorder.writer.event("drift", **chunk)
-
     try:
         pipeline.start()
         last_print = t0
         while not stop_now.is_set():
             now = time.perf_counter()
-            if timeline is not None and now - last_drift >= 1.0:
-                journal_drift()
-                last_drift = now
             if args.frames is not None and recorder.frames_written >= args.frames:
                 break
             if args.seconds is not None and now - t0 >= args.seconds:
@@ -449,12 +506,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not args.no_progress:
             print(file=sys.stderr)
-        if timeline is not None:  # the last estimates, before completion closes the files
+        if args.drift_compensation:  # its last estimates end before the recorder journals them
             try:
                 pipeline.stop()
             except Exception as exc:  # the recorder reports the pipeline's state
                 print(f"live-deepz record: warning: stopping: {exc}", file=sys.stderr)
-            journal_drift()
             plan.close()
         try:
             summary = recorder.stop()

@@ -25,7 +25,7 @@ from ._common import (
 )
 from ._complete import CompletionReport, complete_recording, plan_from_record
 from ._reader import Recording, open_recording
-from ._writer import RecordingWriter, find_journal, load_journal
+from ._writer import RecordingWriter, dpm_timeline, find_journal, load_journal
 
 __all__ = [
     "FORMATS",
@@ -37,6 +37,7 @@ __all__ = [
     "RecordingPaths",
     "RecordingWriter",
     "complete_recording",
+    "dpm_timeline",
     "find_journal",
     "guess_format",
     "load_journal",

@@ -23,9 +23,9 @@ from ..dpm import StaticPlanePlan, check_range, to_network_units
 from ..errors import InputError, LiveDeepzError
 from ..normalize import Normalization, fit_normalization
 from ._common import RecordingError
-from ._writer import RecordingWriter
+from ._writer import RecordingWriter, dpm_timeline
 
-__all__ = ["CompletionReport", "complete_recording", "plan_from_record"]
+__all__ = ["CompletionReport", "TimelinePlan", "complete_recording", "plan_from_record"]
 
 InferFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -47,12 +47,65 @@ class CompletionReport:
         return self.already_complete + self.completed == self.n_frames
 
 
+class TimelinePlan:
+    """A drift-compensation plan replayed from the recording's DPM timeline: frame ``i`` gets
+    flat planes at ``correction(i) + offsets_um``, the correction served live to that frame,
+    linearly interpolated (by frame index) for frames the engine skipped, held beyond the
+    ends."""
+
+    def __init__(self, offsets_um: Any, timeline: Mapping[str, Any]) -> None:
+        self.offsets_um = np.asarray(offsets_um, dtype=np.float64).reshape(-1)
+        pairs = sorted(
+            (int(f), float(c))
+            for f, c in zip(timeline["frame_index"], timeline["correction_um"], strict=False)
+            if c is not None and math.isfinite(float(c))
+        )
+        self._frames = np.array([f for f, _ in pairs], dtype=np.float64)
+        self._values = np.array([c for _, c in pairs], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return int(self._frames.size)
+
+    def correction_um(self, frame_index: int) -> float:
+        return float(np.interp(float(frame_index), self._frames, self._values))
+
+    def dpms_for_frame(
+        self, frame_index: int, timestamp_ms: float, shape: tuple[int, int]
+    ) -> np.ndarray:
+        base = self.correction_um(frame_index)
+        out = np.empty((self.offsets_um.size, *shape), dtype=np.float32)
+        for k, off in enumerate(self.offsets_um):
+            out[k].fill(base + off)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "drift-timeline", "offsets_um": self.offsets_um.tolist()}
+
+
 def plan_from_record(
-    rec: Mapping[str, Any], shape: tuple[int, int], pixel_size_um: float | None, folder: Path
-) -> StaticPlanePlan:
-    """Rebuild a plane plan from its journal record (``describe()`` + saved surface)."""
+    rec: Mapping[str, Any],
+    shape: tuple[int, int],
+    pixel_size_um: float | None,
+    folder: Path,
+    timeline: Mapping[str, Any] | None = None,
+) -> StaticPlanePlan | TimelinePlan:
+    """Rebuild a plane plan from its journal record (``describe()`` + saved surface).
+
+    A drift-compensation plan (``"type": "drift"``) is replayed from ``timeline``
+    (:func:`~live_deepz.recording.dpm_timeline`): the correction each frame was served.
+    """
     desc = rec.get("plan") or {}
     ptype = desc.get("type", "static")
+    if ptype == "drift":
+        offs: Any = desc.get("offsets_um", rec.get("offsets_um"))
+        plan = TimelinePlan([0.0] if offs is None else offs, timeline or {"frame_index": []})
+        if offs is None or not len(plan):
+            raise RecordingError(
+                f"plan {rec.get('plan_id')} is a drift-compensation plan but the recording "
+                "holds no DPM timeline for it (no `drift` events in the journal); its planes "
+                "cannot be rebuilt"
+            )
+        return plan
     if ptype != "static":
         raise RecordingError(
             f"plan {rec.get('plan_id')} is of type {ptype!r}, which cannot be rebuilt from the "
@@ -137,13 +190,16 @@ def complete_recording(
             infers = infers * n_c
         if len(infers) != n_c:
             raise RecordingError(f"{len(infers)} inference functions for {n_c} channels")
-        todo = writer.incomplete()
-        n = writer.n_frames
+        todo = writer.incomplete()  # slots: t * n_c + c (= frames t with one channel)
+        acquired = writer.acquired_mask()
+        n_slots = writer.n_slots
+        n = int(acquired.sum())
         report = CompletionReport(writer.paths.base, n, n - len(todo), 0)
         shape = writer.frame_shape
         k = writer.n_planes
         st = writer.state
         plan_recs = list(st.plans.values())
+        timeline = dpm_timeline(st.events)
         built: dict[int, Any] = dict(plans or {})
         norms: dict[int, list[Mapping[str, Any]]] = {}
         for nr in st.normalizations:
@@ -151,32 +207,35 @@ def complete_recording(
         # a recording in which no frame was processed has no normalisation yet: fit it the
         # way the live pipeline does, on the first frame, and record it
         for c in range(n_c):
-            if c not in norms and n:
-                first = np.asarray(writer.read_raw(0)).reshape(n_c, *shape)[c]
+            have = [u for u in range(c, n_slots, n_c) if acquired[u]]
+            if c not in norms and have:
+                first = np.asarray(writer.read_raw(have[0] // n_c)).reshape(n_c, *shape)[c]
                 try:
                     nz = fit_normalization(first)
                 except InputError as exc:
+                    which = f" of channel {writer.channels[c]}" if writer.channels else ""
                     raise RecordingError(
-                        f"cannot fit the intensity normalisation on the first frame: {exc}"
+                        f"cannot fit the intensity normalisation on the first frame{which}: {exc}"
                     ) from None
                 writer.set_normalization(nz.background, nz.scale, first_index=0, channel=c)
                 norms[c] = [st.normalizations[-1]]
-        out = np.empty((n_c, k, *shape), dtype=np.float32)
+        out = np.empty((k, *shape), dtype=np.float32)
         x = np.empty(shape, dtype=np.float32)
-        known_plan = [st.planes_plan[t] if st.complete[t] else -1 for t in range(n)]
+        known_plan = [st.planes_plan[u] if st.complete[u] else -1 for u in range(n_slots)]
         bar = None
         if progress and todo:
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="completing virtual planes", unit="frame")
         last_pid = -1
-        for t in todo:
-            info = st.frames[t]
-            index = info.index if info.index >= 0 else t
+        for slot in todo:
+            t, c = divmod(slot, n_c)
+            info = st.frames[slot]
+            index = info.index if info.index >= 0 else slot
             pid = info.plan_id
             if pid < 0 or (pid not in st.plans and pid not in built):
                 # the plan of the nearest earlier processed frame, else the one in effect
-                pid = next((known_plan[u] for u in range(t, -1, -1) if known_plan[u] >= 0), -1)
+                pid = next((known_plan[u] for u in range(slot, -1, -1) if known_plan[u] >= 0), -1)
                 if pid < 0:
                     picked = _pick(plan_recs, index)
                     pid = int(picked["plan_id"]) if picked is not None else 0
@@ -191,12 +250,12 @@ def complete_recording(
                     }
                     rec = {"plan_id": pid, "plan": desc}
                 plan = built[pid] = plan_from_record(
-                    rec, shape, writer.pixel_size_um, writer.paths.folder
+                    rec, shape, writer.pixel_size_um, writer.paths.folder, timeline
                 )
             t_ms = info.camera_time_ms if math.isfinite(info.camera_time_ms) else 0.0
             dpms = np.asarray(plan.dpms_for_frame(index, t_ms, shape), dtype=np.float32)
             if dpms.shape[0] != k:
-                report.skipped.append(t)
+                report.skipped.append(slot)
                 continue
             if zr is not None and pid != last_pid:
                 with warnings.catch_warnings():
@@ -204,14 +263,13 @@ def complete_recording(
                     check_range(dpms, zr, allow=allow_out_of_range, what=f"plan {pid}")
             last_pid = pid
             net = to_network_units(dpms, scale)
-            raw = np.asarray(writer.read_raw(t)).reshape(n_c, *shape)
-            for c in range(n_c):
-                nrec = _pick(norms[c], index)
-                assert nrec is not None
-                Normalization(nrec["background"], nrec["scale"]).apply(raw[c], out=x)
-                infers[c](x, net, out[c])
-            planes = out if writer.channels is not None else out[0]
-            writer.write_planes(t, planes, plan_id=pid, source="completed")
+            raw = np.asarray(writer.read_raw(t)).reshape(n_c, *shape)[c]
+            nrec = _pick(norms[c], index)
+            assert nrec is not None
+            Normalization(nrec["background"], nrec["scale"]).apply(raw, out=x)
+            infers[c](x, net, out)
+            channel = None if writer.channels is None else c
+            writer.write_planes(t, out, plan_id=pid, source="completed", channel=channel)
             report.completed += 1
             if bar is not None:
                 bar.update(1)

@@ -9,17 +9,20 @@ reader skips it). Records, by ``"type"``:
     model identity and card, optics, software version, camera, first plan.
 ``frame``
     ``t`` (position in the file) and :class:`~._common.FrameInfo` fields; written *after*
-    the frame's raw pixels reached the OS.
+    the frame's raw pixels reached the OS. An interleaved multi-channel recording adds
+    ``c`` (the line is about that channel's frame of time point ``t``; without ``c``: all
+    channels), and ``"missing": true`` for a channel frame the camera dropped.
 ``planes``
-    ``t``, ``plan_id``, ``source`` (``live`` or ``completed``): the K virtual planes of
-    frame ``t`` are written (absent: the frame's planes are still to be completed).
+    ``t`` (and ``c``), ``plan_id``, ``source`` (``live`` or ``completed``): the K virtual
+    planes of frame ``t`` are written (absent: the frame's planes are still to be completed).
 ``plan``
     ``plan_id``, ``first_index``, ``plan`` (its ``describe()``), ``offsets_um`` and, for a
     user-array surface, ``surface_file``.
 ``normalization``
     ``first_index``, ``background``, ``scale`` (the intensity normalisation in use).
 ``event``
-    anything worth knowing later (missed frames, errors), with a ``message``.
+    anything worth knowing later (missed frames, errors), with a ``message``; ``drift``
+    events hold a drift-compensation plan's per-frame DPM timeline.
 ``end``
     the recording was closed in order; ``frames``, ``complete`` and a summary.
 """

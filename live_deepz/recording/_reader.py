@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._common import FrameInfo, LazyFrames, RecordingError, guess_format, recording_paths
-from ._writer import _State, find_journal, load_journal
+from ._writer import _State, dpm_timeline, find_journal, load_journal
 
 __all__ = ["Recording", "open_recording"]
 
@@ -36,7 +36,11 @@ class Recording:
     offsets_um: np.ndarray
     """``(Z,)`` axial offset of each virtual plane, µm (> 0: deeper)."""
     frame_indices: np.ndarray
-    """``(T,)`` the pipeline's frame index of each frame (gaps: frames not recorded)."""
+    """``(T,)`` the pipeline's frame index of each frame (gaps: frames not recorded).
+
+    This and the other per-frame arrays are ``(T, C)`` with several channels: an
+    interleaved stream has one camera frame (number, time, ...) per channel and time point.
+    """
     frame_numbers: np.ndarray
     """``(T,)`` the camera's frame numbers (gaps: frames the camera dropped; -1 unknown)."""
     timestamps_ms: np.ndarray
@@ -51,6 +55,10 @@ class Recording:
     """Header (model, optics, camera, software, ...), plans, normalisations, events, end."""
     finished: bool
     """The recording was closed in order (False: interrupted; run ``live-deepz complete``)."""
+    acquired: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    """``(T,)`` / ``(T, C)`` bool: the camera frame was recorded (False only for a channel
+    frame of an interleaved stream that the camera dropped: its raw frame reads as 0, its
+    planes as NaN, and nothing after it shifted)."""
     journal_lines_skipped: int = 0
     axes_raw: str = "tyx"
     axes_planes: str = "tzyx"
@@ -58,7 +66,8 @@ class Recording:
 
     @property
     def n_frames(self) -> int:
-        return int(self.complete.size)
+        """Time points (``T``)."""
+        return int(self.complete.shape[0])
 
     @property
     def channels(self) -> list[str] | None:
@@ -68,15 +77,17 @@ class Recording:
     def pixel_size_um(self) -> float | None:
         return self.metadata.get("pixel_size_um")
 
-    def frame_info(self, t: int) -> FrameInfo:
+    def frame_info(self, t: int, channel: int = 0) -> FrameInfo:
+        """The metadata of frame ``t`` (of ``channel`` with several channels)."""
+        i: Any = t if self.complete.ndim == 1 else (t, channel)
         return FrameInfo(
-            index=int(self.frame_indices[t]),
-            camera_frame=int(self.frame_numbers[t]),
-            camera_time_ms=float(self.timestamps_ms[t]),
-            core_time_ms=float(self.core_timestamps_ms[t]),
-            stage_z_um=float(self.stage_z_um[t]),
-            exposure_ms=float(self.exposure_ms[t]),
-            plan_id=int(self.plan_ids[t]),
+            index=int(self.frame_indices[i]),
+            camera_frame=int(self.frame_numbers[i]),
+            camera_time_ms=float(self.timestamps_ms[i]),
+            core_time_ms=float(self.core_timestamps_ms[i]),
+            stage_z_um=float(self.stage_z_um[i]),
+            exposure_ms=float(self.exposure_ms[i]),
+            plan_id=int(self.plan_ids[i]),
         )
 
     def close(self) -> None:
@@ -173,7 +184,7 @@ def _metadata_without_journal(path: Path, fmt: str) -> tuple[dict[str, Any], _St
             f"{path}: neither a journal nor live-deepz metadata found; not a live-deepz "
             "recording (or an interrupted one whose journal is missing)"
         )
-    st = _State()
+    st = _State(len(meta.get("channels") or ()) or 1)
     n = len(cols.get("index", []))
 
     def col(name: str, default: Any) -> list[Any]:
@@ -195,6 +206,7 @@ def _metadata_without_journal(path: Path, fmt: str) -> tuple[dict[str, Any], _St
         )
     st.complete = [bool(c) for c in col("complete", False)]
     st.planes_plan = [int(p) for p in col("plan_id", -1)]
+    st.acquired = [bool(a) for a in col("acquired", True)]
     for rec in meta.get("plans", []):
         st.plans[int(rec.get("plan_id", 0))] = rec
     st.normalizations = list(meta.get("normalizations", []))
@@ -241,6 +253,11 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
     raw_dtype = np.dtype(header.get("raw_dtype") or "uint16")
     closers: list[Callable[[], None]] = []
     raw_get: Callable[[list[int]], np.ndarray] | None = None
+    n_z = k  # (k is reused below)
+    n_disk = len(st.frames)  # slots whose raw frame is on disk (refocus: no raw stream)
+
+    def on_disk(slot: int) -> bool:  # whether a slot's raw frame exists (see below)
+        return True
 
     try:
         if fmt == "zarr":
@@ -254,30 +271,42 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
             if kind == "recording":
                 raw_img = ZarrImage(root, "raw", create=False)
                 n_raw = raw_img.committed_length()
+                n_disk = n_raw * n_c
                 raw_arr: Any = raw_img.array
+                if channels is not None:  # a chunk per channel frame
+
+                    def on_disk(slot: int) -> bool:
+                        return bool(raw_img.has_chunk(slot // n_c, slot % n_c))
 
                 def raw_get(ts: list[int]) -> np.ndarray:
                     return np.asarray(raw_arr.get_orthogonal_selection((np.asarray(ts),)))
 
             planes_group: Any = root["planes"]
             planes_arr: Any = planes_group["0"]
-            n_slots = int(planes_arr.shape[0])
+            n_slots = int(planes_arr.shape[0]) * n_c  # slots (channel frames) with planes
 
-            def planes_read(ts: list[int]) -> np.ndarray:
-                sel = (np.asarray(ts),)
-                return np.asarray(planes_arr.get_orthogonal_selection(sel), dtype=np.float32)
+            def planes_read(slots: list[int]) -> np.ndarray:
+                sel = np.asarray(slots)
+                if channels is None:
+                    return np.asarray(planes_arr.get_orthogonal_selection((sel,)), np.float32)
+                return np.stack([np.asarray(planes_arr[i // n_c, i % n_c]) for i in slots])
 
         else:
             n_raw = None
             if kind == "recording":
                 raw_pages, n_pages, close = _tiff_pages(folder / files["raw"])
                 closers.append(close)
-                n_raw = n_pages // n_c
+                n_raw = -(-n_pages // n_c)  # a killed writer may leave a partial time point
+                n_disk = n_pages
                 rp = raw_pages
 
                 def raw_get(ts: list[int]) -> np.ndarray:
                     idx = (np.asarray(ts)[:, None] * n_c + np.arange(n_c)).reshape(-1)
-                    return np.asarray(rp[idx]).reshape(len(ts), *raw_shape)
+                    out = np.zeros((idx.size, h, w), raw_dtype)
+                    ok = idx < n_pages
+                    if ok.any():
+                        out[ok] = np.asarray(rp[idx[ok]])
+                    return out.reshape(len(ts), *raw_shape)
 
             planes_path = folder / files["planes"]
             if planes_path.exists():
@@ -285,25 +314,29 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
                 closers.append(close)
             else:
                 pl_pages, n_pl = np.empty((0, h, w), np.float32), 0
-            ppf = n_c * k
-            n_slots = n_pl // ppf
+            n_slots = n_pl // n_z
             pp = pl_pages
 
-            def planes_read(ts: list[int]) -> np.ndarray:
-                idx = (np.asarray(ts)[:, None] * ppf + np.arange(ppf)).reshape(-1)
-                return np.asarray(pp[idx], dtype=np.float32).reshape(len(ts), *planes_shape)
+            def planes_read(slots: list[int]) -> np.ndarray:
+                idx = (np.asarray(slots)[:, None] * n_z + np.arange(n_z)).reshape(-1)
+                return np.asarray(pp[idx], dtype=np.float32).reshape(len(slots), n_z, h, w)
 
     except (OSError, ValueError, KeyError) as exc:
         for c in closers:
             c()
         raise RecordingError(f"cannot read the recording {p}: {exc}") from None
 
-    n = n_raw if n_raw is not None else len(st.frames)
-    frames = list(st.frames[:n]) + [FrameInfo() for _ in range(n - len(st.frames))]
-    complete = np.zeros(n, dtype=bool)
-    m = min(n, len(st.complete))
+    n = n_raw if n_raw is not None else -(-len(st.frames) // n_c)
+    n_all = n * n_c  # slots: t * n_c + c
+    frames = list(st.frames[:n_all]) + [FrameInfo() for _ in range(n_all - len(st.frames))]
+    complete = np.zeros(n_all, dtype=bool)
+    m = min(n_all, len(st.complete))
     complete[:m] = np.asarray(st.complete[:m], dtype=bool)
     complete[n_slots:] = False
+    acquired = np.zeros(n_all, dtype=bool)
+    acquired[:m] = np.asarray(st.acquired[:m], dtype=bool)
+    for slot in range(len(st.frames), n_disk):  # on disk without a journal line: data decides
+        acquired[slot] = on_disk(slot)
     plan_ids = np.array(
         [
             (st.planes_plan[t] if t < len(st.planes_plan) and st.planes_plan[t] >= 0 else f.plan_id)
@@ -313,11 +346,14 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
     )
 
     def planes_get(ts: list[int]) -> np.ndarray:
-        out = np.full((len(ts), *planes_shape), np.nan, dtype=np.float32)
-        have = [j for j, t in enumerate(ts) if complete[t]]
+        out = np.full((len(ts), n_c, n_z, h, w), np.nan, dtype=np.float32)
+        want = [(j, t * n_c + c) for j, t in enumerate(ts) for c in range(n_c)]
+        have = [(j, i) for j, i in want if complete[i]]
         if have:
-            out[have] = planes_read([ts[j] for j in have])
-        return out
+            got = planes_read([i for _, i in have])
+            for (j, i), planes in zip(have, got, strict=True):
+                out[j, i % n_c] = planes
+        return out.reshape(len(ts), *planes_shape)
 
     raw = None
     if raw_get is not None:
@@ -333,7 +369,16 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
         {k2: v for k2, v in rec.items() if k2 != "type"} for rec in st.normalizations
     ]
     metadata["events"] = [{k2: v for k2, v in r.items() if k2 != "type"} for r in st.events]
+    # the journal has every drift event; the files' metadata keeps the last 100 events
+    # but the whole timeline
+    metadata["dpm_timeline"] = dpm_timeline(st.events) or header.get("dpm_timeline")
     metadata["end"] = st.end
+
+    def per_frame(values: Any, dtype: Any) -> np.ndarray:
+        """A per-slot column as ``(T,)``, or ``(T, C)`` with channels."""
+        arr = np.asarray(values, dtype=dtype)
+        return arr if channels is None else arr.reshape(n, n_c)
+
     return Recording(
         path=p,
         format=fmt,
@@ -341,14 +386,15 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
         raw=raw,
         planes=planes,
         offsets_um=offsets,
-        frame_indices=np.array([f.index for f in frames], dtype=np.int64),
-        frame_numbers=np.array([f.camera_frame for f in frames], dtype=np.int64),
-        timestamps_ms=np.array([f.camera_time_ms for f in frames], dtype=np.float64),
-        core_timestamps_ms=np.array([f.core_time_ms for f in frames], dtype=np.float64),
-        stage_z_um=np.array([f.stage_z_um for f in frames], dtype=np.float64),
-        exposure_ms=np.array([f.exposure_ms for f in frames], dtype=np.float64),
-        plan_ids=plan_ids,
-        complete=complete,
+        frame_indices=per_frame([f.index for f in frames], np.int64),
+        frame_numbers=per_frame([f.camera_frame for f in frames], np.int64),
+        timestamps_ms=per_frame([f.camera_time_ms for f in frames], np.float64),
+        core_timestamps_ms=per_frame([f.core_time_ms for f in frames], np.float64),
+        stage_z_um=per_frame([f.stage_z_um for f in frames], np.float64),
+        exposure_ms=per_frame([f.exposure_ms for f in frames], np.float64),
+        plan_ids=per_frame(plan_ids, np.int64),
+        complete=per_frame(complete, bool),
+        acquired=per_frame(acquired, bool),
         metadata=metadata,
         finished=st.end is not None,
         journal_lines_skipped=skipped,

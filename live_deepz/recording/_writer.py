@@ -34,7 +34,7 @@ from ._common import (
 )
 from ._journal import Journal, read_journal
 
-__all__ = ["RecordingWriter", "load_journal"]
+__all__ = ["RecordingWriter", "dpm_timeline", "load_journal"]
 
 PLANES_UNITS = (
     "normalised intensity, y = (raw - background) / scale with the normalisation recorded "
@@ -79,20 +79,66 @@ def _uniform_step(offsets: Sequence[float] | np.ndarray) -> float | None:
     return float(d[0]) if d[0] > 0 and np.allclose(d, d[0], rtol=1e-6, atol=1e-9) else None
 
 
-class _State:
-    """The per-frame tables (shared by the writer and the reader of the journal)."""
+def dpm_timeline(events: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]] | None:
+    """The DPM timeline of a recording made with a drift-compensation plan: per processed
+    frame (pipeline ``frame_index``) its camera time and the correction served (µm; plane k
+    of the frame was refocused to correction + offset k), joined from the journal's ``drift``
+    events in order. None when the recording has none."""
+    out: dict[str, list[Any]] = {"frame_index": [], "t_ms": [], "correction_um": []}
+    for ev in events:
+        if ev.get("message") != "drift":
+            continue
+        n = len(ev.get("frame_index") or [])
+        for key in out:
+            vals = list(ev.get(key) or [])
+            out[key] += (vals + [None] * n)[:n]
+    return out if out["frame_index"] else None
 
-    def __init__(self) -> None:
+
+class _State:
+    """The per-frame tables (shared by the writer and the reader of the journal).
+
+    One entry per *slot*: a camera frame of one channel at one time point, slot
+    ``t * n_channels + c`` (with one channel: slot = time point ``t``). ``acquired`` is False
+    for a slot whose camera frame never arrived (a dropped frame of an interleaved
+    multi-channel stream: its raw frame reads as 0 and it cannot be completed).
+    """
+
+    def __init__(self, n_channels: int = 1) -> None:
+        self.n_channels = max(1, int(n_channels))
         self.frames: list[FrameInfo] = []
         self.complete: list[bool] = []
         self.planes_plan: list[int] = []
+        self.acquired: list[bool] = []
         self.plans: dict[int, dict[str, Any]] = {}
         self.normalizations: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.end: dict[str, Any] | None = None
 
+    def grow(self, n_slots: int) -> None:
+        """Make room for ``n_slots`` slots (new ones: unknown metadata, no planes; not
+        acquired unless there is one channel, where every slot on disk is a frame)."""
+        while len(self.frames) < n_slots:
+            self.frames.append(FrameInfo())
+            self.complete.append(False)
+            self.planes_plan.append(-1)
+            self.acquired.append(self.n_channels == 1)
+
+    def cut(self, n_slots: int) -> None:
+        del self.frames[n_slots:], self.complete[n_slots:], self.planes_plan[n_slots:]
+        del self.acquired[n_slots:]
+
+    def slots(self, rec: Mapping[str, Any]) -> range:
+        """The slots a journal record (``t`` and optional ``c``) is about: one channel's,
+        or all channels of time point ``t``."""
+        t, c, n = int(rec["t"]), rec.get("c"), self.n_channels
+        if c is None:
+            return range(t * n, (t + 1) * n)
+        return range(t * n + int(c), t * n + int(c) + 1)
+
     def columns(self) -> dict[str, list[Any]]:
         f = self.frames
+        extra = {"acquired": [bool(a) for a in self.acquired]} if self.n_channels > 1 else {}
         return {
             "index": [x.index for x in f],
             "camera_frame": [x.camera_frame for x in f],
@@ -104,6 +150,7 @@ class _State:
                 p if p >= 0 else x.plan_id for x, p in zip(f, self.planes_plan, strict=False)
             ],
             "complete": [bool(c) for c in self.complete],
+            **extra,
         }
 
 
@@ -120,25 +167,23 @@ def load_journal(path: Path) -> tuple[dict[str, Any], _State, int]:
             f"{path} was written by a newer live-deepz (format {header.get('format_version')});"
             " upgrade live-deepz to read it"
         )
-    st = _State()
+    st = _State(len(header.get("channels") or ()) or 1)
     for rec in records[1:]:
         kind = rec.get("type")
         if kind == "frame":
-            t = int(rec["t"])
-            while len(st.frames) <= t:
-                st.frames.append(FrameInfo())
-                st.complete.append(False)
-                st.planes_plan.append(-1)
-            st.frames[t] = FrameInfo.from_json(rec)
+            slots = st.slots(rec)
+            st.grow(slots.stop)
+            for s in slots:
+                st.frames[s] = FrameInfo.from_json(rec)
+                st.acquired[s] = not rec.get("missing", False)
         elif kind == "planes":
-            t = int(rec["t"])
-            while len(st.frames) <= t:  # its frame line was lost: the data decides later
-                st.frames.append(FrameInfo())
-                st.complete.append(False)
-                st.planes_plan.append(-1)
-            if t >= 0:
-                st.complete[t] = True
-                st.planes_plan[t] = int(rec.get("plan_id", -1))
+            if int(rec["t"]) < 0:
+                continue
+            slots = st.slots(rec)
+            st.grow(slots.stop)  # its frame line was lost: the data decides later
+            for s in slots:
+                st.complete[s] = True
+                st.planes_plan[s] = int(rec.get("plan_id", -1))
         elif kind == "plan":
             st.plans[int(rec["plan_id"])] = rec
         elif kind == "normalization":
@@ -168,7 +213,10 @@ class RecordingWriter:
     raw_dtype
         The camera's pixel type (raw frames are stored as they came, losslessly).
     channels
-        Channel names: adds a C axis (raw ``T, C, Y, X``; planes ``T, C, Z, Y, X``).
+        Channel names: adds a C axis (raw ``T, C, Y, X``; planes ``T, C, Z, Y, X``). A time
+        point is written whole, or one channel at a time (``append_frame(..., channel=c)``,
+        an interleaved camera stream); the tables then hold one *slot* per channel and time
+        point (``t * C + c``), each camera frame its own metadata.
     pixel_size_um
         Camera pixel size at the sample.
     metadata
@@ -218,8 +266,6 @@ class RecordingWriter:
         self.planes_frame_shape: tuple[int, ...] = (*c, self.n_planes, h, w)
         self.raw_axes = "t" + ("c" if c else "") + "yx"
         self.planes_axes = "t" + ("c" if c else "") + "zyx"
-        self._pages_per_raw = self.n_channels
-        self._pages_per_planes = self.n_channels * self.n_planes
         self._raw_lock = threading.Lock()
         self._planes_lock = threading.Lock()
         self._meta_lock = threading.Lock()
@@ -231,7 +277,7 @@ class RecordingWriter:
         self._planes_zarr: Any = None
         self._root: Any = None
         if _reopen is None:
-            self.state = _State()
+            self.state = _State(self.n_channels)
             self.header = self._make_header(metadata or {})
             self._create(overwrite)
         else:
@@ -316,6 +362,7 @@ class RecordingWriter:
                         fill_value=0,
                         axes=self.raw_axes,
                         scale=frame_scale(self.pixel_size_um, None, self.raw_axes),
+                        per_channel=self.channels is not None,
                     )
                 self._planes_zarr = ZarrImage(
                     self._root,
@@ -327,6 +374,7 @@ class RecordingWriter:
                     scale=frame_scale(
                         self.pixel_size_um, _uniform_step(self.offsets_um), self.planes_axes
                     ),
+                    per_channel=self.channels is not None and self.kind == "recording",
                 )
             else:
                 from ._writer_tiff import TiffPageFile
@@ -396,14 +444,15 @@ class RecordingWriter:
                 self._root = open_root(p.base, create=False)
                 if self.kind == "recording":
                     self._raw_zarr = ZarrImage(self._root, "raw", create=False)
-                    n = self._raw_zarr.committed_length()
-                    self._raw_zarr.set_length(n)
+                    n_tp = self._raw_zarr.committed_length()
+                    self._raw_zarr.set_length(n_tp)
+                    n = n_tp * self.n_channels
                 else:
                     n = len(st.frames)
                 self._planes_zarr = ZarrImage(self._root, "planes", create=False)
                 for leftover in p.base.rglob("*.partial"):  # temp files of a killed writer
                     leftover.unlink(missing_ok=True)
-                n_slots = self._planes_zarr.length
+                n_slots = self._planes_zarr.length * self.n_channels
             else:
                 from ._writer_tiff import TiffPageFile
 
@@ -416,8 +465,7 @@ class RecordingWriter:
                         pixel_size_um=self.pixel_size_um,
                         sync_interval_s=self.sync_interval_s,
                     )
-                    n = self._raw_tiff.n_pages // self._pages_per_raw
-                    self._raw_tiff.truncate(n * self._pages_per_raw)
+                    n = self._raw_tiff.n_pages  # one page per slot
                 else:
                     n = len(st.frames)
                 if p.planes.exists():
@@ -437,8 +485,8 @@ class RecordingWriter:
                         pixel_size_um=self.pixel_size_um,
                         sync_interval_s=self.sync_interval_s,
                     )
-                n_slots = self._planes_tiff.n_pages // self._pages_per_planes
-                self._planes_tiff.truncate(min(n_slots, n) * self._pages_per_planes)
+                n_slots = self._planes_tiff.n_pages // self.n_planes
+                self._planes_tiff.truncate(min(n_slots, n) * self.n_planes)
                 n_slots = min(n_slots, n)
             self.journal = Journal(p.journal, create=False)
         except OSError as exc:
@@ -447,28 +495,46 @@ class RecordingWriter:
         except ValueError as exc:
             self._close_files()
             raise RecordingError(f"{p.base}: {exc}") from None
-        # reconcile the tables with the data on disk
+        # reconcile the tables (slots) with the data on disk
         recovered = 0
+        n_c = self.n_channels
         while len(st.frames) < n:
-            t = len(st.frames)
-            st.frames.append(FrameInfo())
-            st.complete.append(False)
-            st.planes_plan.append(-1)
-            recovered += 1
+            slot = len(st.frames)
+            t, c = divmod(slot, n_c)
+            # an interleaved Zarr recording has a chunk per channel: none, no frame
+            on_disk = self._raw_zarr is None or n_c == 1 or self._raw_zarr.has_chunk(t, c)
+            rec: dict[str, Any] = {"type": "frame", "t": t}
+            if n_c > 1:
+                rec["c"] = c
+            rec["recovered" if on_disk else "missing"] = True
+            st.grow(slot + 1)
+            st.acquired[slot] = on_disk
+            recovered += on_disk
             try:
-                self.journal.write({"type": "frame", "t": t, "recovered": True})
+                self.journal.write(rec)
             except OSError as exc:
                 raise self._fail(exc, str(p.journal)) from None
-        del st.frames[n:], st.complete[n:], st.planes_plan[n:]
-        for t in range(min(n, len(st.complete))):
-            if t >= n_slots:
-                st.complete[t] = False
+        st.cut(n)
+        for slot in range(min(n, len(st.complete))):
+            if slot >= n_slots:
+                st.complete[slot] = False
         if recovered:
             self.event(f"{recovered} frame(s) on disk had no journal line (killed writer)")
+        try:
+            self._pad_time_point()
+        except OSError as exc:
+            raise self._fail(exc, str(p.base)) from None
 
     # ------------------------------------------------------------------ properties
     @property
     def n_frames(self) -> int:
+        """Time points begun (with several channels: the last one may still be partial)."""
+        return -(-len(self.state.frames) // self.n_channels)
+
+    @property
+    def n_slots(self) -> int:
+        """Camera frames' places so far: ``t * n_channels + c`` (= :attr:`n_frames` with one
+        channel); see :class:`_State`."""
         return len(self.state.frames)
 
     @property
@@ -477,12 +543,20 @@ class RecordingWriter:
         return self._error
 
     def complete_mask(self) -> np.ndarray:
+        """Per slot: its virtual planes are written."""
         with self._meta_lock:
             return np.array(self.state.complete, dtype=bool)
 
+    def acquired_mask(self) -> np.ndarray:
+        """Per slot: its camera frame was recorded (False: dropped, see :class:`_State`)."""
+        with self._meta_lock:
+            return np.array(self.state.acquired, dtype=bool)
+
     def incomplete(self) -> list[int]:
-        """Frames whose virtual planes are not written yet."""
-        return [int(t) for t in np.flatnonzero(~self.complete_mask())]
+        """Slots (frames, with one channel) recorded but without virtual planes yet."""
+        with self._meta_lock:
+            st = self.state
+            return [i for i, (a, c) in enumerate(zip(st.acquired, st.complete)) if a and not c]
 
     def _check_open(self) -> None:
         if self._error is not None:
@@ -491,75 +565,149 @@ class RecordingWriter:
             raise RecordingError(f"the recording {self.paths.base} is closed")
 
     # ------------------------------------------------------------------ writing
-    def append_frame(self, raw: np.ndarray | None, info: FrameInfo) -> int:
-        """Store one camera frame (``raw`` ``[C,] Y, X``; None for a refocus output).
+    def append_frame(
+        self,
+        raw: np.ndarray | None,
+        info: FrameInfo,
+        *,
+        channel: int | None = None,
+        t: int | None = None,
+    ) -> int:
+        """Store one camera frame; returns its time point ``t`` in the recording.
 
-        Returns its position ``t`` in the recording. The frame is on disk (in the OS) and
+        Without ``channel``: a whole time point after the last one, ``raw`` ``[C,] Y, X``
+        (None for a refocus output). With ``channel`` (an interleaved multi-channel stream):
+        that channel's frame ``Y, X`` at time point ``t`` (default: the channel's next free
+        slot). Slots passed over on the way (frames the camera dropped) are journaled as
+        missing and stay empty (0), so nothing shifts. The frame is on disk (in the OS) and
         journaled when this returns.
         """
         self._check_open()
+        n_c = self.n_channels
         with self._raw_lock:
-            t = len(self.state.frames)
+            n0 = len(self.state.frames)
+            if channel is None:
+                t = -(-n0 // n_c)
+                first, stop, shape = t * n_c, (t + 1) * n_c, self.raw_frame_shape
+            else:
+                if self.channels is None or not 0 <= int(channel) < n_c:
+                    raise RecordingError(
+                        f"channel {channel} of a recording with channels {self.channels}"
+                    )
+                c = int(channel)
+                if t is None:
+                    t = (n0 + (c - n0) % n_c) // n_c
+                first = int(t) * n_c + c
+                stop, shape = first + 1, self.frame_shape
+                if first < n0:
+                    raise RecordingError(
+                        f"channel {c} ({self.channels[c]}) of time point {t} is already "
+                        "recorded; frames are recorded in order"
+                    )
             if raw is not None:
                 if self.raw_dtype is None:
                     raise RecordingError("this recording has no raw stream")
                 arr = np.asarray(raw)
-                if arr.shape != self.raw_frame_shape:
-                    raise RecordingError(
-                        f"raw frame of shape {arr.shape}, expected {self.raw_frame_shape}"
-                    )
+                if arr.shape != shape:
+                    raise RecordingError(f"raw frame of shape {arr.shape}, expected {shape}")
                 try:
                     if self._raw_tiff is not None:
-                        self._raw_tiff.append(arr.astype(self.raw_dtype, copy=False))
+                        self._raw_tiff.append(
+                            arr.astype(self.raw_dtype, copy=False), placeholders=first - n0
+                        )
                     elif self._raw_zarr is not None:
-                        self._raw_zarr.write(t, arr)
+                        self._raw_zarr.write(t, arr, channel=channel)
                 except OSError as exc:
                     raise self._fail(exc, str(self.paths.raw)) from None
             try:
-                self.journal.write({"type": "frame", "t": t, **info.to_json()})
+                self._journal_missing(n0, first)
+                rec: dict[str, Any] = {"type": "frame", "t": t}
+                if channel is not None:
+                    rec["c"] = int(channel)
+                self.journal.write({**rec, **info.to_json()})
             except OSError as exc:
                 raise self._fail(exc, str(self.paths.journal)) from None
             with self._meta_lock:
-                self.state.frames.append(info)
-                self.state.complete.append(False)
-                self.state.planes_plan.append(-1)
+                self.state.grow(stop)
+                for slot in range(first, stop):
+                    self.state.frames[slot] = info
+                    self.state.acquired[slot] = True
             return t
 
+    def _journal_missing(self, first: int, stop: int) -> None:
+        """Slots ``first .. stop-1`` got no camera frame: journal them as missing."""
+        n_c = self.n_channels
+        for slot in range(first, stop):
+            self.journal.write(
+                {"type": "frame", "t": slot // n_c, "c": slot % n_c, "missing": True}
+            )
+        with self._meta_lock:
+            self.state.grow(stop)
+
+    def _pad_time_point(self) -> None:
+        """End an interleaved recording on a whole time point: the channels of the last one
+        that never came are missing (raw placeholder pages, journal lines)."""
+        n_c, n0 = self.n_channels, len(self.state.frames)
+        if n_c == 1 or n0 % n_c == 0 or self.kind != "recording":
+            return
+        stop = -(-n0 // n_c) * n_c
+        with self._raw_lock:
+            if self._raw_tiff is not None:
+                self._raw_tiff.append(None, placeholders=stop - n0)
+            self._journal_missing(n0, stop)
+
     def write_planes(
-        self, t: int, planes: np.ndarray, *, plan_id: int = 0, source: str = "live"
+        self,
+        t: int,
+        planes: np.ndarray,
+        *,
+        plan_id: int = 0,
+        source: str = "live",
+        channel: int | None = None,
     ) -> None:
-        """Store the virtual planes of frame ``t`` (``[C,] K, Y, X`` float32)."""
+        """Store the virtual planes of frame ``t``: ``[C,] K, Y, X`` float32, or with
+        ``channel`` that channel's ``K, Y, X``."""
         self._check_open()
-        if not 0 <= t < self.n_frames:
+        n_c, k = self.n_channels, self.n_planes
+        if channel is None:
+            first, stop, shape = t * n_c, (t + 1) * n_c, self.planes_frame_shape
+        else:
+            first = t * n_c + int(channel)
+            stop, shape = first + 1, (k, *self.frame_shape)
+        if not 0 <= t < self.n_frames or stop > self.n_slots:
             raise IndexError(f"frame {t} is not recorded yet ({self.n_frames} frames)")
         arr = np.asarray(planes, dtype=np.float32)
-        if arr.shape != self.planes_frame_shape:
+        if arr.shape != shape:
             raise RecordingError(
-                f"planes of shape {arr.shape}, expected {self.planes_frame_shape} "
-                "([channels,] planes, height, width)"
+                f"planes of shape {arr.shape}, expected {shape} ([channels,] planes, height, width)"
             )
         with self._planes_lock:
             try:
                 if self._planes_tiff is not None:
-                    ppf = self._pages_per_planes
-                    slots = self._planes_tiff.n_pages // ppf
-                    if t < slots:
-                        self._planes_tiff.overwrite(t * ppf, arr)
-                    else:
-                        self._planes_tiff.append(arr, placeholders=(t - slots) * ppf)
+                    pages = arr.reshape(-1, *self.frame_shape)
+                    have = self._planes_tiff.n_pages // k  # slots with pages
+                    n_over = max(0, min(stop, have) - first)
+                    if n_over:
+                        self._planes_tiff.overwrite(first * k, pages[: n_over * k])
+                    if stop > have:
+                        self._planes_tiff.append(
+                            pages[n_over * k :], placeholders=(max(first, have) - have) * k
+                        )
                 else:
-                    self._planes_zarr.write(t, arr)
+                    self._planes_zarr.write(t, arr, channel=channel)
             except OSError as exc:
                 raise self._fail(exc, str(self.paths.planes)) from None
+            rec: dict[str, Any] = {"type": "planes", "t": t}
+            if channel is not None:
+                rec["c"] = int(channel)
             try:
-                self.journal.write(
-                    {"type": "planes", "t": t, "plan_id": int(plan_id), "source": source}
-                )
+                self.journal.write({**rec, "plan_id": int(plan_id), "source": source})
             except OSError as exc:
                 raise self._fail(exc, str(self.paths.journal)) from None
             with self._meta_lock:
-                self.state.complete[t] = True
-                self.state.planes_plan[t] = int(plan_id)
+                for slot in range(first, stop):
+                    self.state.complete[slot] = True
+                    self.state.planes_plan[slot] = int(plan_id)
 
     def add_plan(
         self,
@@ -632,12 +780,14 @@ class RecordingWriter:
 
     # ------------------------------------------------------------------ reading back
     def read_raw(self, t: int) -> np.ndarray:
-        """Raw frame ``t`` as stored (``[C,] Y, X``)."""
+        """Raw frame ``t`` as stored (``[C,] Y, X``; a missing channel frame reads as 0)."""
         if self._raw_tiff is not None:
-            ppf = self._pages_per_raw
-            out = np.empty((ppf, *self.frame_shape), self.raw_dtype)
-            for j in range(ppf):
-                off = self._raw_tiff.data_offsets[t * ppf + j]
+            n_c = self.n_channels
+            out = np.zeros((n_c, *self.frame_shape), self.raw_dtype)
+            for j in range(n_c):
+                if t * n_c + j >= self._raw_tiff.n_pages:
+                    continue
+                off = self._raw_tiff.data_offsets[t * n_c + j]
                 buf = os.pread(self._raw_tiff._fdx(), self._raw_tiff.nbytes, off)
                 out[j] = np.frombuffer(buf, self._raw_tiff.dtype).reshape(self.frame_shape)
             return out.reshape(self.raw_frame_shape)
@@ -664,13 +814,16 @@ class RecordingWriter:
                     "events": [
                         {k: v for k, v in rec.items() if k != "type"} for rec in st.events[-100:]
                     ],
-                    "n_frames": len(st.frames),
+                    "n_frames": -(-len(st.frames) // self.n_channels),
                     "n_complete": int(sum(st.complete)),
                 }
             )
 
     def _finalize(self, summary: Mapping[str, Any] | None) -> None:
         meta = self.metadata()
+        timeline = dpm_timeline(self.state.events)
+        if timeline is not None:  # whole, while the stored events are the last 100
+            meta["dpm_timeline"] = timeline
         if summary:
             meta["summary"] = _json_safe(dict(summary))
         with self._meta_lock:
@@ -697,10 +850,10 @@ class RecordingWriter:
                 creator=f"live-deepz {__version__}",
             )
             if self._planes_tiff is not None:
-                ppf = self._pages_per_planes
-                slots = self._planes_tiff.n_pages // ppf
-                if slots < n:  # frames never processed: empty (sparse) placeholders
-                    self._planes_tiff.append(None, placeholders=(n - slots) * ppf)
+                k, n_slots = self.n_planes, n * self.n_channels
+                slots = self._planes_tiff.n_pages // k
+                if slots < n_slots:  # frames never processed: empty (sparse) placeholders
+                    self._planes_tiff.append(None, placeholders=(n_slots - slots) * k)
                 if n:
                     self._planes_tiff.set_description(
                         ome_xml(
@@ -739,6 +892,7 @@ class RecordingWriter:
             return
         err: RecordingError | None = None
         try:
+            self._pad_time_point()
             self._finalize(summary)
         except OSError as exc:
             err = self._fail(exc, f"the metadata of {self.paths.base}")

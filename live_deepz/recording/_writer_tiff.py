@@ -579,8 +579,9 @@ def ome_xml(
 ) -> str:
     """OME-XML for one image stored as pages in the order T, C, Z (``XYZCT``).
 
-    Per-frame lists (``plane_*``, length ``size_t``) become ``Plane`` elements (the same time
-    and stage z for every plane of a frame) unless there are more than
+    Per-frame lists (``plane_*``, length ``size_t``, or ``size_t * size_c`` with one entry
+    per channel frame) become ``Plane`` elements (the same time and stage z for every plane
+    of a frame) unless there are more than
     :data:`MAX_PLANE_ELEMENTS` planes. ``annotations`` (JSON-able values) become one
     ``MapAnnotation`` (namespace ``live-deepz``), each value JSON-encoded.
     """
@@ -626,19 +627,22 @@ def ome_xml(
     n_planes = size_t * size_z * size_c
     ET.SubElement(pixels, q + "TiffData", {"IFD": "0", "PlaneCount": str(n_planes)})
     if plane_times_ms is not None and 0 < n_planes <= MAX_PLANE_ELEMENTS:
+        # per frame, or per channel frame (t * size_c + c) for an interleaved stream
+        per_c = size_c > 1 and len(plane_times_ms) == size_t * size_c
         for t in range(size_t):
-            common: dict[str, str] = {}
-            if t < len(plane_times_ms) and math.isfinite(plane_times_ms[t]):
-                common.update(DeltaT=_fmt(plane_times_ms[t]), DeltaTUnit="ms")
-            if plane_exposure_ms is not None and t < len(plane_exposure_ms):
-                e = plane_exposure_ms[t]
-                if math.isfinite(e):
-                    common.update(ExposureTime=_fmt(e), ExposureTimeUnit="ms")
-            if plane_stage_z_um is not None and t < len(plane_stage_z_um):
-                z = plane_stage_z_um[t]
-                if math.isfinite(z):
-                    common.update(PositionZ=_fmt(z), PositionZUnit="µm")
             for c in range(size_c):
+                i = t * size_c + c if per_c else t
+                common: dict[str, str] = {}
+                if i < len(plane_times_ms) and math.isfinite(plane_times_ms[i]):
+                    common.update(DeltaT=_fmt(plane_times_ms[i]), DeltaTUnit="ms")
+                if plane_exposure_ms is not None and i < len(plane_exposure_ms):
+                    e = plane_exposure_ms[i]
+                    if math.isfinite(e):
+                        common.update(ExposureTime=_fmt(e), ExposureTimeUnit="ms")
+                if plane_stage_z_um is not None and i < len(plane_stage_z_um):
+                    z = plane_stage_z_um[i]
+                    if math.isfinite(z):
+                        common.update(PositionZ=_fmt(z), PositionZUnit="µm")
                 for z_i in range(size_z):
                     attrs = {"TheZ": str(z_i), "TheT": str(t), "TheC": str(c), **common}
                     ET.SubElement(pixels, q + "Plane", attrs)

@@ -95,6 +95,7 @@ class ZarrImage:
         axes: str = "",
         scale: Sequence[float] = (),
         create: bool = True,
+        per_channel: bool = False,
     ) -> None:
         self.name = name
         self._lock = threading.Lock()
@@ -107,6 +108,8 @@ class ZarrImage:
             chunk_lead = [1] * len(lead)
             if lead:  # as many of the last leading axis (Z) per chunk as fit in the budget
                 chunk_lead[-1] = max(1, min(lead[-1], _MAX_CHUNK_BYTES // max(plane, 1)))
+            if lead and per_channel:  # channels written one by one: a chunk each
+                chunk_lead[0] = 1
             group = root.create_group(name, attributes=ngff_attrs(name, axes, scale))
             self.array = group.create_array(
                 "0",
@@ -132,16 +135,24 @@ class ZarrImage:
             if n != self.length:
                 self.array.resize((int(n), *self.frame_shape))
 
-    def write(self, t: int, data: np.ndarray) -> None:
-        """Write time point ``t`` (grows the array first when needed)."""
+    def write(self, t: int, data: np.ndarray, channel: int | None = None) -> None:
+        """Write time point ``t``, or only its ``channel`` (the axis after T); grows the
+        array first when needed."""
         with self._lock:
             if t >= self.length:
                 self.array.resize((t + 1, *self.frame_shape))
-            self.array[t] = data
+            if channel is None:
+                self.array[t] = data
+            else:
+                self.array[t, int(channel)] = data
 
     def has_frame(self, t: int) -> bool:
         """Whether a chunk of time point ``t`` exists on disk."""
         return (self.path / "c" / str(int(t))).exists()
+
+    def has_chunk(self, t: int, channel: int) -> bool:
+        """Whether a chunk of ``channel`` at time point ``t`` exists (channel chunks)."""
+        return (self.path / "c" / str(int(t)) / str(int(channel))).exists()
 
     def committed_length(self) -> int:
         """The length minus a trailing frame whose chunk never reached the disk."""
