@@ -1,4 +1,4 @@
-"""Reading z-stacks and writing OME-TIFF files.
+"""Reading z-stacks and writing OME-TIFF files (and :func:`open_recording` for recordings).
 
 Where things live in the files :func:`write_ome_tiff` writes (real OME-XML via tifffile):
 
@@ -326,3 +326,14 @@ def read_stack(path: str | os.PathLike[str], z_step_um: float | None = None) -> 
         metadata=info.get("extra", {}),
         path=p,
     )
+
+
+def open_recording(path: str | os.PathLike[str]) -> Any:
+    """A recording (OME-TIFF or OME-Zarr) read lazily: ``raw``, ``planes``, ``offsets_um``,
+    ``frame_numbers``, ``timestamps_ms``, ``complete``, ``metadata``.
+
+    The same as :func:`live_deepz.recording.open_recording` (imported on first use).
+    """
+    from .recording import open_recording as _open
+
+    return _open(path)

@@ -98,3 +98,13 @@ def test_imagej_spacing(tmp_path) -> None:
     s = read_stack(p)
     assert s.z_step_um == pytest.approx(0.3)
     assert s.pixel_size_um == pytest.approx(0.5)
+
+
+def test_open_recording_is_reachable_from_io() -> None:
+    """The issue's entry point ``live_deepz.io.open_recording`` reads recordings (and names a
+    missing file like the recording package does)."""
+    import live_deepz.io as lio
+    from live_deepz.errors import LiveDeepzError
+
+    with pytest.raises(LiveDeepzError, match="nothing.ome.tif"):
+        lio.open_recording("nothing.ome.tif")
