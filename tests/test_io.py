@@ -106,5 +106,5 @@ def test_open_recording_is_reachable_from_io() -> None:
     import live_deepz.io as lio
     from live_deepz.errors import LiveDeepzError
 
-    with pytest.raises(LiveDeepzError, match="nothing.ome.tif"):
+    with pytest.raises(LiveDeepzError, match=r"nothing\.ome\.tif"):
         lio.open_recording("nothing.ome.tif")
