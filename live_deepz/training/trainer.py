@@ -682,8 +682,10 @@ def plot_history(history: list[dict[str, Any]], path: Path, pretrain_steps: int 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 3.6), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2)
+    gan = any("loss_d" in h for h in history)
+    fig = Figure(figsize=(9, 3.6) if gan else (5.5, 3.6), dpi=100)
+    axes = list(fig.subplots(1, 2)) if gan else [fig.subplots(1, 1)]
+    ax1 = axes[0]
     steps = [h["step"] for h in history]
 
     def series(key: str) -> tuple[list[int], list[float]]:
@@ -697,13 +699,17 @@ def plot_history(history: list[dict[str, Any]], path: Path, pretrain_steps: int 
     ax1.set_xlabel("step")
     ax1.set_ylabel("MAE (normalised intensity)")
     ax1.set_yscale("log")
-    for key, label in (("loss_g_adv", "L_G adversarial"), ("loss_d", "L_D")):
-        xs, ys = series(key)
-        if xs:
-            ax2.plot(xs, ys, label=label)
-    ax2.set_xlabel("step")
-    ax2.set_title("GAN losses" if any("loss_d" in h for h in history) else "no GAN phase")
-    for ax in (ax1, ax2):
+    if gan:
+        ax2 = axes[1]
+        for key, label in (("loss_g_adv", "L_G adversarial"), ("loss_d", "L_D")):
+            xs, ys = series(key)
+            if xs:
+                ax2.plot(xs, ys, label=label)
+        ax2.set_xlabel("step")
+        ax2.set_title("GAN losses")
+    else:
+        ax1.set_title("L1 training (no GAN phase)")
+    for ax in axes:
         if 0 < pretrain_steps < (max(steps) if steps else 0):
             ax.axvline(pretrain_steps, color="grey", lw=0.8, ls="--")
         if ax.lines:
