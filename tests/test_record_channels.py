@@ -266,3 +266,77 @@ def test_pipeline_refuses_frames_of_an_unknown_channel() -> None:
             dpm_scale_um=10.0,
             channels=["0", "1"],
         )
+
+
+_KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from _recording_support import FakeBackend, SlowBackend, sim_core
+from live_deepz.dpm import StaticPlanePlan
+from live_deepz.engine._pipeline import LivePipeline
+from live_deepz.engine._recorder import Recorder
+core = sim_core(5.0, {shape!r})
+core.setProperty("Camera", "ChannelSequence", "0,1")
+pl = LivePipeline(core, SlowBackend(FakeBackend(), 0.04), StaticPlanePlan({offsets!r}),
+                  z_range_um=(-10.0, 10.0), dpm_scale_um=10.0, channels=["0", "1"])
+rec = Recorder(pl, {out!r}, progress=False, sync_interval_s=0)
+rec.start()
+pl.start()
+while True:
+    print(rec.frames_written, flush=True)
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+def test_kill_9_of_a_two_channel_recording_then_complete(tmp_path: Path, fmt: str) -> None:
+    """A real ``kill -9`` mid-recording: the file opens (the partial time point padded, nothing
+    shifted), and ``complete_recording`` fills every channel's missing planes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from live_deepz.recording import complete_recording
+
+    out = tmp_path / ("k.ome.tif" if fmt == "tiff" else "k.ome.zarr")
+    tests = str(Path(__file__).resolve().parent)
+    script = _KILL_SCRIPT.format(tests=tests, shape=SHAPE, offsets=OFFSETS, out=str(out))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    flushed = 0
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        while flushed < 12 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            flushed = int(line)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert flushed >= 12, "the recording subprocess did not start"
+    with open_recording(out) as r:
+        assert not r.finished and r.n_frames >= flushed
+        assert r.raw is not None and r.raw.shape[1] == 2 and r.planes.shape[1:3] == (2, 3)
+        numbers = r.frame_numbers[:flushed]
+        got = numbers >= 0
+        slot = np.arange(numbers.size).reshape(numbers.shape)
+        np.testing.assert_array_equal(numbers[got], slot[got])  # exposure k in slot k
+        assert not r.complete[got].all()  # the slow engine left planes to complete
+        n = r.n_frames
+    report = complete_recording(out, [FakeBackend().infer, FakeBackend().infer], progress=False)
+    assert report.complete
+    with open_recording(out) as r:
+        assert r.finished and r.n_frames == n
+        assert r.complete[r.acquired].all()
+        norms = {d["channel"]: d for d in r.metadata["normalizations"]}
+        net = to_network_units(StaticPlanePlan(OFFSETS).dpms_for_frame(0, 0.0, SHAPE), 10.0)
+        for t, c in zip(*np.nonzero(r.acquired), strict=True):
+            if t in (0, n // 2, n - 1):
+                nz = Normalization(norms[c]["background"], norms[c]["scale"])
+                want = nz.apply(r.raw[t, c])[None] + net
+                np.testing.assert_allclose(r.planes[t, c], want, rtol=1e-5, atol=1e-4)
