@@ -16,9 +16,8 @@ model is never worse than the initial one on validation.
 **L1-only pre-training** (``pretrain_steps``): generator updates with the MAE alone, one
 batch per step, before the GAN phase (same Adam state). The GAN phase costs 9 network
 updates per iteration; on a CPU a short L1-only run (``steps = 0``) is the practical
-default and already gives a usable refocusing model for dense samples, but it does not
-reproduce sparse bright points (beads): the GAN phase sharpens. With both phases the kept
-model is the best GAN checkpoint by validation MAE (the L1 phase is an initialisation).
+default and already gives a usable refocusing model; the GAN phase mostly sharpens
+textures.
 
 **Resume**: at every validation the whole training state is written to
 ``OUT/checkpoint/``: tensors (G, D, both Adam states) in ``state.safetensors`` with
@@ -596,11 +595,6 @@ class Trainer:
                 losses = g_step(x, z, adversarial=False)
                 state.pretrain_done += 1
                 after_step(losses, "pretrain")
-            if state.gan_done == 0 and cfg.steps > 0 and state.best_step > 0:
-                # the L1 phase is an initialisation: as in the paper (GAN training only), the
-                # kept model is the GAN checkpoint with the lowest validation MAE, even if an
-                # L1 checkpoint had a lower one (L1 alone blurs sparse, bright objects)
-                state.best_mae, state.best_step = math.inf, -1
             while state.gan_done < cfg.steps:
                 x, z = self._batch(state.batches)
                 state.batches += 1
