@@ -16,8 +16,10 @@ model is never worse than the initial one on validation.
 **L1-only pre-training** (``pretrain_steps``): generator updates with the MAE alone, one
 batch per step, before the GAN phase (same Adam state). The GAN phase costs 9 network
 updates per iteration; on a CPU a short L1-only run (``steps = 0``) is the practical
-default and already gives a usable refocusing model; the GAN phase mostly sharpens
-textures.
+default and already gives a usable refocusing model for dense samples, but it does not
+reproduce sparse bright points such as beads (measured, benchmarks/RESULTS.md); the paper's
+GAN phase is what sharpens, and it needs a GPU (300 iterations on the 2-core CPU, 10 min,
+left the discriminator at chance, L_D 0.250, and raised the validation MAE 0.034 → 0.11).
 
 **Resume**: at every validation the whole training state is written to
 ``OUT/checkpoint/``: tensors (G, D, both Adam states) in ``state.safetensors`` with
