@@ -18,7 +18,7 @@ batch per step, before the GAN phase (same Adam state). The GAN phase costs 9 ne
 updates per iteration; on a CPU a short L1-only run (``steps = 0``) is the practical
 default and already gives a usable refocusing model for dense samples, but it does not
 reproduce sparse bright points such as beads (measured, benchmarks/RESULTS.md); the paper's
-GAN phase is what sharpens, and it needs a GPU (300 iterations on the 2-core CPU, 10 min,
+GAN phase is what sharpens, and it needs a GPU (100 iterations on the 2-core CPU, 3.5 min,
 left the discriminator at chance, L_D 0.250, and raised the validation MAE 0.034 → 0.11).
 
 **Resume**: at every validation the whole training state is written to
