@@ -384,13 +384,16 @@ def plot_drift(row: dict[str, Any], path: Path) -> None:
 
     fig, (a0, a1) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     tr = row["trace"]
-    a0.plot(tr["t_s"], tr["true_defocus_um"], "k-", label="true drift")
+    off = row["content_focus_offset_um"]
+    a0.plot(tr["t_s"], tr["true_defocus_um"], "k-", label="true drift (reference plane)")
+    own = [v + off for v in tr["true_defocus_um"]]
+    a0.plot(tr["t_s"], own, "k--", label=f"sample's own focus ({off:+.2f} µm)")
     a0.plot(tr["t_s"], tr["served_correction_um"], "r.-", ms=3, label="served correction")
     a0.set_ylabel("defocus (µm)")
-    a0.legend()
+    a0.legend(fontsize=8)
     a0.set_title(
-        f"drift tracking RMSE {row['tracking_rmse_um']:.2f} µm "
-        f"(bias {row['tracking_bias_um']:+.2f} µm)"
+        f"tracking RMSE vs own focus {row['tracking_rmse_vs_content_focus_um']:.2f} µm, "
+        f"vs reference plane {row['tracking_rmse_um']:.2f} µm"
     )
     pf = row["ssim_vs_in_focus"]["per_frame"]
     t = [r["t_s"] for r in pf]
