@@ -116,6 +116,9 @@ __all__ = [
     "SimXYStage",
 ]
 
+_REPLAY_MAX_BYTES = 1 << 30
+"""Largest ``ReplayFrames`` bank (bytes) a sequence may render up front."""
+
 META_FRAME = "live_deepz.frame"
 """Camera frame counter (exposures since sequence start; gaps = dropped frames)."""
 META_CAMERA_TIME_MS = "live_deepz.camera_time_ms"
@@ -813,6 +816,13 @@ class SimCamera(CameraDevice):
     ) -> np.ndarray:
         """``ReplayFrames`` consecutive frames, rendered now, binned and cropped."""
         n = self._replay_frames
+        need = n * int(np.prod(shape)) * 2
+        if need > _REPLAY_MAX_BYTES:
+            raise CameraError(
+                f"ReplayFrames={n} at {shape[1]}x{shape[0]} needs {need / 2**30:.1f} GiB, over "
+                f"the {_REPLAY_MAX_BYTES / 2**30:.0f} GiB limit: lower ReplayFrames or the "
+                "frame size"
+            )
         period = self._frame_period_s()
         z_phys, xy_phys, _, _ = self._positions()
         full = np.empty(self.sensor_shape(), dtype=np.uint16)

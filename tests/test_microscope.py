@@ -285,6 +285,23 @@ def test_replay_frames_cycles_a_prerendered_bank(core: CMMCorePlus) -> None:
     assert not np.array_equal(fresh[3], fresh[0])
 
 
+def test_replay_bank_over_the_memory_limit_is_a_camera_fault(
+    core: CMMCorePlus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from live_deepz import _sim_devices
+
+    monkeypatch.setattr(_sim_devices, "_REPLAY_MAX_BYTES", 10 * SHAPE[0] * SHAPE[1] * 2)
+    hooked: list[Any] = []  # the fault ends UniMMCore's acquisition thread (see the module)
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+    core.setProperty(SIM_CAMERA, "ReplayFrames", 11)
+    core.startSequenceAcquisition(3, 0, True)
+    wait_stopped(core)
+    assert core.getRemainingImageCount() == 0
+    msg = core.getProperty(SIM_CAMERA, "LastError")
+    assert "ReplayFrames=11" in msg and "lower ReplayFrames" in msg
+    assert len(hooked) == 1 and "ReplayFrames=11" in str(hooked[0].exc_value)
+
+
 def test_binning_and_roi(ramp_core: CMMCorePlus) -> None:
     core = ramp_core
     base = RampSource().base.astype(np.int64)
