@@ -275,7 +275,8 @@ def psf_check() -> dict[str, Any]:
         "background-subtracted, sum-normalised slice (3x3 px mean), about the profile's own "
         "peak zp; the stage direction of the measured file is unknown, so |A| is compared. "
         "Depth = emitter depth below the coverslip in water (n 1.33); at depth 0 the "
-        "simulator's PSF is aberration-free and exactly symmetric.",
+        "simulator's PSF has only the residual spherical aberration of its 185 µm coverslip "
+        "(objective designed for 170 µm; PSFModel.coverslip_um).",
     }
     optics = Optics(
         na=0.85, wavelength_um=0.52, pixel_size_um=PIXEL_UM, immersion_ri=1.0, sample_ri=1.33
