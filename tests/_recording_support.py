@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -80,3 +84,24 @@ def wait_for(cond: Any, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def kill_9_after(script: str, frames: int, timeout_s: float = 90.0) -> int:
+    """Run ``script`` in a fresh interpreter (it prints ``frames_written`` lines), ``kill -9``
+    it once it reports ``frames`` written (or at the timeout); return the last count read."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    flushed = 0
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while flushed < frames and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            flushed = int(line)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # mid-run, no cleanup of any kind
+        proc.wait(10)
+    return flushed

@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _recording_support import FakeBackend, SlowBackend, make_tiny_model, sim_core, wait_for
+from _recording_support import (
+    FakeBackend,
+    SlowBackend,
+    kill_9_after,
+    make_tiny_model,
+    sim_core,
+    wait_for,
+)
 
 from live_deepz.cli import main
 from live_deepz.dpm import StaticPlanePlan, to_network_units
@@ -292,32 +299,12 @@ while True:
 def test_kill_9_of_a_two_channel_recording_then_complete(tmp_path: Path, fmt: str) -> None:
     """A real ``kill -9`` mid-recording: the file opens (the partial time point padded, nothing
     shifted), and ``complete_recording`` fills every channel's missing planes."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from live_deepz.recording import complete_recording
 
     out = tmp_path / ("k.ome.tif" if fmt == "tiff" else "k.ome.zarr")
     tests = str(Path(__file__).resolve().parent)
     script = _KILL_SCRIPT.format(tests=tests, shape=SHAPE, offsets=OFFSETS, out=str(out))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    flushed = 0
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 90
-        while flushed < 12 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            flushed = int(line)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    flushed = kill_9_after(script, 12)
     assert flushed >= 12, "the recording subprocess did not start"
     with open_recording(out) as r:
         assert not r.finished and r.n_frames >= flushed

@@ -10,18 +10,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
-from _recording_support import SHAPE, FakeBackend, SlowBackend, sim_core, wait_for
+from _recording_support import SHAPE, FakeBackend, SlowBackend, kill_9_after, sim_core, wait_for
 
 from live_deepz.dpm import StaticPlanePlan, to_network_units
 from live_deepz.engine._pipeline import LivePipeline
@@ -372,21 +368,7 @@ def test_kill_9_leaves_a_readable_recording_that_complete_finishes(
 ) -> None:
     out = _name(tmp_path, fmt)
     script = _KILL_SCRIPT.format(tests=TESTS_DIR, offsets=OFFSETS, out=str(out))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    flushed = 0
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 90
-        while flushed < 30 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            flushed = int(line)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)  # mid-run, no cleanup of any kind
-        proc.wait(10)
+    flushed = kill_9_after(script, 30)
     assert flushed >= 30, "the recording subprocess did not start"
 
     # readable with the plain libraries, with at least the frames reported written
