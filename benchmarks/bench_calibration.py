@@ -367,12 +367,10 @@ def _content_focus_offset(
 
 
 def _ssim(a: np.ndarray, ref: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
+    """The evaluation's SSIM (the paper's Gaussian window), over the reference's range."""
+    from live_deepz.calibration.evaluation import ssim
 
-    lo, hi = float(ref.min()), float(ref.max())
-    return float(
-        structural_similarity(np.asarray(a, np.float64), ref.astype(np.float64), data_range=hi - lo)
-    )
+    return ssim(a, ref, data_range=float(ref.max() - ref.min()))
 
 
 def plot_drift(row: dict[str, Any], path: Path) -> None:
