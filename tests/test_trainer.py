@@ -23,6 +23,7 @@ from live_deepz.training.trainer import (
     load_checkpoint_tensors,
     train,
     update_schedule,
+    weighted_mae,
 )
 
 TINY = TrainConfig(width=0.0625, batch_size=4, val_every=2, max_val_pairs=16, progress=False)
@@ -134,7 +135,30 @@ def test_cpu_bf16_autocast_trains(data, tmp_path) -> None:
     assert load_model(tmp_path / "bf16").card.training["amp"] == "bfloat16"
 
 
+def test_foreground_weighting_makes_bright_target_pixels_count() -> None:
+    target = torch.tensor([0.0, 0.0, 0.0, 2.0])
+    err = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    assert float(weighted_mae(err, target, 10.0)) == pytest.approx(1.0)  # uniform error
+    only_bead = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    # plain mean 0.25; weights 1, 1, 1, 21: the bead pixel's error carries 21/24
+    assert float(weighted_mae(only_bead, target, 10.0)) == pytest.approx(21 / 24)
+    assert float(weighted_mae(only_bead, target, 0.0)) == pytest.approx(0.25)
+    negative = torch.tensor([-5.0, 0.0, 0.0, 0.0])  # below-background noise gets weight 1
+    assert float(weighted_mae(err, negative, 10.0)) == pytest.approx(1.0)
+
+
+def test_foreground_weighted_training_is_recorded_and_resume_checks_it(data, tmp_path) -> None:
+    cfg = dataclasses.replace(TINY, pretrain_steps=2, fg_weight=10.0)
+    res = train(data, cfg, tmp_path / "fg")
+    assert np.isfinite(res.best_val_mae)
+    assert load_model(tmp_path / "fg").card.training["fg_weight"] == 10.0
+    with pytest.raises(InputError, match="fg_weight"):
+        train(data, dataclasses.replace(cfg, fg_weight=0.0), tmp_path / "fg", resume=True)
+
+
 def test_bad_training_configs_raise_input_errors(data, tmp_path) -> None:
+    with pytest.raises(InputError, match="--fg-weight"):
+        TrainConfig(fg_weight=-1.0)
     with pytest.raises(InputError, match="--batch"):
         TrainConfig(batch_size=0)
     with pytest.raises(InputError, match="--amp"):

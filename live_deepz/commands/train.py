@@ -128,6 +128,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--alpha", type=float, default=0.02, help="MAE weight in the generator loss (paper: 0.02)"
     )
+    t.add_argument(
+        "--fg-weight",
+        type=float,
+        default=0.0,
+        help="weight bright target pixels in the MAE by 1 + W*target (not in the paper; "
+        "helps sparse samples such as beads; default 0 = plain MAE)",
+    )
     t.add_argument("--lr-g", type=float, default=1e-4, help="generator learning rate")
     t.add_argument("--lr-d", type=float, default=3e-5, help="discriminator learning rate")
     t.add_argument("--seed", type=int, default=0)
@@ -223,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
             pretrain_steps=args.pretrain_steps if args.pretrain_steps is not None else pre,
             batch_size=args.batch,
             alpha=args.alpha,
+            fg_weight=args.fg_weight,
             lr_g=args.lr_g,
             lr_d=args.lr_d,
             val_every=args.val_every,
