@@ -3,6 +3,10 @@
 # Usage: scripts/train_default_model.sh [STEPS] [WIDTH]
 # CPU default (no GPU here): width 0.25, L1-only pre-training (the MAE term dominates the
 # paper's loss; the LS-GAN phase needs a GPU to be affordable: add --steps N there).
+# The bundled weights were trained in session 2, before the plane-alignment fix of session 3
+# (its registration then added a random walk of up to 12 px to these drift-free stacks); a rerun
+# now trains on better-aligned data. Session 3 tried `--no-align --fg-weight 10` (8000 steps):
+# not better overall (benchmarks/RESULTS.md), so the session-2 weights stay.
 set -euo pipefail
 # THREADS=1 by default: on a shared 2-core machine one torch thread is steadier than two;
 # THREADS=2 on an otherwise idle machine (the bundled model: 48 min for 10000 steps).
