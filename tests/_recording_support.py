@@ -86,6 +86,43 @@ def wait_for(cond: Any, timeout: float = 30.0) -> bool:
     return False
 
 
+_RECORDER_CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from _recording_support import FakeBackend, SlowBackend, sim_core
+from live_deepz.dpm import StaticPlanePlan
+from live_deepz.engine._pipeline import LivePipeline
+from live_deepz.engine._recorder import Recorder
+core = sim_core(5.0, {shape!r})
+if {channels!r}:
+    core.setProperty("Camera", "ChannelSequence", ",".join({channels!r}))
+pl = LivePipeline(core, SlowBackend(FakeBackend(), 0.04), StaticPlanePlan({offsets!r}),
+                  z_range_um=(-10.0, 10.0), dpm_scale_um=10.0, mode="live",
+                  channels={channels!r})
+rec = Recorder(pl, {out!r}, progress=False, sync_interval_s=0)
+rec.start()
+pl.start()
+while True:
+    print(rec.frames_written, flush=True)
+    time.sleep(0.01)
+"""
+
+
+def recorder_child_script(
+    out: Path,
+    offsets: list[float],
+    shape: tuple[int, int] = SHAPE,
+    channels: list[str] | None = None,
+) -> str:
+    """A script for :func:`kill_9_after`: the Recorder on a simulated live pipeline (slow fake
+    engine; ``channels`` = an interleaved channel stream) writing ``out``, printing
+    ``frames_written`` every 10 ms until killed."""
+    tests = str(Path(__file__).resolve().parent)
+    return _RECORDER_CHILD.format(
+        tests=tests, shape=tuple(shape), offsets=list(offsets), channels=channels, out=str(out)
+    )
+
+
 def kill_9_after(script: str, frames: int, timeout_s: float = 90.0) -> int:
     """Run ``script`` in a fresh interpreter (it prints ``frames_written`` lines), ``kill -9``
     it once it reports ``frames`` written (or at the timeout); return the last count read."""

@@ -17,6 +17,7 @@ from _recording_support import (
     SlowBackend,
     kill_9_after,
     make_tiny_model,
+    recorder_child_script,
     sim_core,
     wait_for,
 )
@@ -275,26 +276,6 @@ def test_pipeline_refuses_frames_of_an_unknown_channel() -> None:
         )
 
 
-_KILL_SCRIPT = """
-import sys, time
-sys.path.insert(0, {tests!r})
-from _recording_support import FakeBackend, SlowBackend, sim_core
-from live_deepz.dpm import StaticPlanePlan
-from live_deepz.engine._pipeline import LivePipeline
-from live_deepz.engine._recorder import Recorder
-core = sim_core(5.0, {shape!r})
-core.setProperty("Camera", "ChannelSequence", "0,1")
-pl = LivePipeline(core, SlowBackend(FakeBackend(), 0.04), StaticPlanePlan({offsets!r}),
-                  z_range_um=(-10.0, 10.0), dpm_scale_um=10.0, channels=["0", "1"])
-rec = Recorder(pl, {out!r}, progress=False, sync_interval_s=0)
-rec.start()
-pl.start()
-while True:
-    print(rec.frames_written, flush=True)
-    time.sleep(0.01)
-"""
-
-
 @pytest.mark.parametrize("fmt", ["tiff", "zarr"])
 def test_kill_9_of_a_two_channel_recording_then_complete(tmp_path: Path, fmt: str) -> None:
     """A real ``kill -9`` mid-recording: the file opens (the partial time point padded, nothing
@@ -302,8 +283,7 @@ def test_kill_9_of_a_two_channel_recording_then_complete(tmp_path: Path, fmt: st
     from live_deepz.recording import complete_recording
 
     out = tmp_path / ("k.ome.tif" if fmt == "tiff" else "k.ome.zarr")
-    tests = str(Path(__file__).resolve().parent)
-    script = _KILL_SCRIPT.format(tests=tests, shape=SHAPE, offsets=OFFSETS, out=str(out))
+    script = recorder_child_script(out, OFFSETS, SHAPE, channels=["0", "1"])
     flushed = kill_9_after(script, 12)
     assert flushed >= 12, "the recording subprocess did not start"
     with open_recording(out) as r:

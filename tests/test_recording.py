@@ -10,14 +10,21 @@ from __future__ import annotations
 import errno
 import json
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
-from _recording_support import SHAPE, FakeBackend, SlowBackend, kill_9_after, sim_core, wait_for
+from _recording_support import (
+    SHAPE,
+    FakeBackend,
+    SlowBackend,
+    kill_9_after,
+    recorder_child_script,
+    sim_core,
+    wait_for,
+)
 
 from live_deepz.dpm import StaticPlanePlan, to_network_units
 from live_deepz.engine._pipeline import LivePipeline
@@ -37,7 +44,6 @@ from live_deepz.recording._writer_tiff import TiffPageFile, scan_tiff
 pytestmark = pytest.mark.timeout(120)
 
 OFFSETS = [-2.0, 0.0, 2.0]
-TESTS_DIR = str(Path(__file__).resolve().parent)
 
 
 def _name(tmp_path: Path, fmt: str) -> Path:
@@ -342,32 +348,13 @@ def test_camera_failure_mid_stream_keeps_the_frames_and_says_why(tmp_path: Path)
 
 # --------------------------------------------------------------------------- kill -9
 
-_KILL_SCRIPT = textwrap.dedent(
-    """
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from _recording_support import FakeBackend, SlowBackend, sim_core
-    from live_deepz.dpm import StaticPlanePlan
-    from live_deepz.engine._pipeline import LivePipeline
-    from live_deepz.engine._recorder import Recorder
-    pl = LivePipeline(sim_core(5.0), SlowBackend(FakeBackend(), 0.04), StaticPlanePlan({offsets}),
-                      z_range_um=(-10.0, 10.0), dpm_scale_um=10.0, mode="live")
-    rec = Recorder(pl, {out!r}, progress=False, sync_interval_s=0)
-    rec.start()
-    pl.start()
-    while True:
-        print(rec.frames_written, flush=True)
-        time.sleep(0.01)
-    """
-)
-
 
 @pytest.mark.parametrize("fmt", ["tiff", "zarr"])
 def test_kill_9_leaves_a_readable_recording_that_complete_finishes(
     tmp_path: Path, fmt: str
 ) -> None:
     out = _name(tmp_path, fmt)
-    script = _KILL_SCRIPT.format(tests=TESTS_DIR, offsets=OFFSETS, out=str(out))
+    script = recorder_child_script(out, OFFSETS)
     flushed = kill_9_after(script, 30)
     assert flushed >= 30, "the recording subprocess did not start"
 
