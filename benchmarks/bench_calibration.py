@@ -368,7 +368,7 @@ def _content_focus_offset(
 
 def _ssim(a: np.ndarray, ref: np.ndarray) -> float:
     """The evaluation's SSIM (the paper's Gaussian window), over the reference's range."""
-    from live_deepz.calibration.evaluation import ssim
+    from live_deepz.analysis.evaluation import ssim
 
     return ssim(a, ref, data_range=float(ref.max() - ref.min()))
 

@@ -17,7 +17,7 @@ each region's sharpest plane, so DPMs up to ±9 µm; width 0.25 and 4000 L1 step
 10 min on a CPU with one torch thread). The right half (never seen by training or
 validation) is then aligned (the training pipeline's
 :func:`~live_deepz.training.pairs.align_planes`) and evaluated with
-:func:`live_deepz.calibration.evaluation.evaluate_stack`: the measured planes at the sharpest plane
+:func:`live_deepz.analysis.evaluation.evaluate_stack`: the measured planes at the sharpest plane
 and ±1.5 µm from it are the single inputs; each is refocused by Δz (multiples of the 0.3 µm
 step) and compared with the measured plane at z0 + Δz (SSIM, RMSE, MAE, Pearson), side by
 side with the unrefocused input. The normalisation is the paper's, fitted on the EDF image of
@@ -163,7 +163,7 @@ def held_out_half() -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def evaluate_real(model_path: Path, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    from live_deepz.calibration.evaluation import evaluate_stack
+    from live_deepz.analysis.evaluation import evaluate_stack
     from live_deepz.modelfile import load_model
 
     model = load_model(model_path)
@@ -175,7 +175,10 @@ def evaluate_real(model_path: Path, args: argparse.Namespace) -> tuple[dict[str,
     n = int(np.floor(args.dz_max_um / Z_STEP_UM + 1e-9))
     dz = [round(k * Z_STEP_UM, 6) for k in range(-n, n + 1, args.dz_every)]
     dz = [d for d in dz if lo - 1e-6 <= d <= hi + 1e-6]
-    res = evaluate_stack(model, stack, z, inputs, dz, precision="fp32", device="cpu")
+    from live_deepz.engine import create_backend
+
+    backend = create_backend("auto", model.generator, precision="fp32", device="cpu")
+    res = evaluate_stack(model, stack, z, inputs, dz, backend=backend)
     rep = res.report
     rep["held_out"] = {
         "columns_of_transposed_stack": [xb, int(xb + stack.shape[2])],
@@ -229,7 +232,7 @@ def _asymmetry(
 ) -> tuple[np.ndarray, float]:
     """``A(u) = (p(zp + u) - p(zp - u)) / (p(zp + u) + p(zp - u))`` about ``zp`` (default: the
     sub-plane peak of ``p``, quadratic vertex), by linear interpolation; and ``zp``."""
-    from live_deepz.calibration.evaluation import quadratic_peak
+    from live_deepz.analysis.evaluation import quadratic_peak
 
     if zp is None:
         k, _ = quadratic_peak(p)
@@ -318,7 +321,7 @@ def psf_check() -> dict[str, Any]:
 
 
 def plots(rep: dict[str, Any], montage: dict[str, Any], psf: dict[str, Any] | None) -> list[str]:
-    from live_deepz.calibration.evaluation._plots import _figure, plot_curves, plot_montage
+    from live_deepz.analysis.evaluation._plots import _figure, plot_curves, plot_montage
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     paths = [

@@ -20,6 +20,8 @@ Sign convention (as :mod:`live_deepz.dpm`): + = deeper. A sample whose in-focus 
 ``d`` µm deeper than the focal plane is brought into focus by the DPM ``+d``.
 """
 
+from live_deepz.analysis.fwhm import FWHM_PER_SIGMA, BeadFits, bead_fwhm, fit_beads, fwhm_summary
+
 from ._drift import (
     DriftCompensationPlan,
     DriftEstimator,
@@ -53,7 +55,6 @@ from ._focus import (
     sweep_offsets,
     virtual_sweep,
 )
-from ._fwhm import FWHM_PER_SIGMA, BeadFits, bead_fwhm, fit_beads, fwhm_summary
 from ._wizard_model import (
     CalibrationWizardModel,
     PreviewData,

@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 
 from live_deepz import dpm as dpm_mod
+from live_deepz.analysis.fwhm import bead_fwhm, fwhm_summary
 from live_deepz.errors import InputError, LiveDeepzError
 
 from ._fit import FIT_KINDS, SurfaceFit, fit_surface, save_calibration
 from ._focus import DEFAULT_SWEEP, FocusMap, RefocusFn, estimate_focus
-from ._fwhm import bead_fwhm, fwhm_summary
 
 __all__ = [
     "CalibrationWizardModel",

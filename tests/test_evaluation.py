@@ -1,4 +1,4 @@
-"""``live_deepz.calibration.evaluation`` and ``live-deepz eval``: metrics, bead statistics,
+"""``live_deepz.analysis.evaluation`` and ``live-deepz eval``: metrics, bead statistics,
 the protocol (with a physics-oracle backend), the CLI end to end on a tiny random model, bad inputs.
 
 Small images (96-128 px), a few Δz, one torch thread.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from _recording_support import make_tiny_model
 
-from live_deepz.calibration.evaluation import (
+from live_deepz.analysis.evaluation import (
     EvalConfig,
     axial_fwhm,
     axial_peak_z,
@@ -276,7 +276,7 @@ class LookupBackend:
 def test_evaluate_stack_on_a_measured_stack(tmp_path: Path) -> None:
     from scipy import ndimage
 
-    from live_deepz.calibration.evaluation import evaluate_stack
+    from live_deepz.analysis.evaluation import evaluate_stack
     from live_deepz.modelfile import load_model
     from live_deepz.normalize import extended_depth_of_field, fit_normalization
 

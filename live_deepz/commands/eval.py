@@ -14,7 +14,7 @@ checks three targets: (a) bead localisation median |error| ≤ 0.5 µm, (b) SSIM
 baseline at every |Δz| ≥ 1 µm for beads and worm, (c) median lateral FWHM within 15 % of the
 scanned ground truth. ``beads`` is a bead *volume*: the simulator's PSF for beads on a slide
 is symmetric about focus, so their defocus sign cannot be told from one image (use
-``beads-flat`` to see it). See ``live_deepz.calibration.evaluation._run`` for the protocol.
+``beads-flat`` to see it). See ``live_deepz.analysis.evaluation._run`` for the protocol.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ EXIT_TARGETS_FAILED = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration.evaluation._run import SAMPLES
+    from ..analysis.evaluation._run import SAMPLES
 
     parser.add_argument(
         "--model", default=None, help="model name or folder (default: the bundled model)"
@@ -163,7 +163,7 @@ def _write_json(path: Path, report: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibration.evaluation import EvalConfig, evaluate, write_plots
+    from ..analysis.evaluation import EvalConfig, evaluate, write_plots
     from ..modelfile import load_model, resolve_model
 
     if args.threads is not None:
@@ -186,7 +186,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     model = load_model(resolve_model(args.model))
-    result = evaluate(model, cfg)
+    from ..engine import create_backend
+
+    backend = create_backend(
+        cfg.backend, model.generator, precision=cfg.precision, device=cfg.device
+    )
+    result = evaluate(model, cfg, backend)
     report = result.report
     report["cli_args"] = {
         k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)

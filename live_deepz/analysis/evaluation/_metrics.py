@@ -5,7 +5,7 @@ puts every image (network output, unrefocused input, ground-truth plane) into th
 the paper's normalisation of the ground-truth z-stack (:func:`live_deepz.normalize.
 normalize_stack`: triangle-threshold background of the stack's extended-depth-of-field image
 subtracted, scaled so that 1 % of its foreground pixels exceed 1.0), so 0 is the background
-and 1 is bright in-focus signal; see :mod:`live_deepz.calibration.evaluation._run`.
+and 1 is bright in-focus signal; see :mod:`live_deepz.analysis.evaluation._run`.
 
 SSIM is Wang et al. (2004) as :func:`skimage.metrics.structural_similarity` computes it with
 ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False`` (the reference

@@ -57,7 +57,7 @@ def _gauss2d(params: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> tuple[np.nda
     return a * g + b, g
 
 
-def _fit_one(crop: np.ndarray, max_sigma: float) -> np.ndarray | None:
+def fit_gaussian_crop(crop: np.ndarray, max_sigma: float) -> np.ndarray | None:
     from scipy.optimize import least_squares
 
     n_y, n_x = crop.shape
@@ -177,7 +177,7 @@ def fit_beads(
         y0, x0 = int(y) - half, int(x) - half
         if y0 < 0 or x0 < 0 or y0 + crop_px > h or x0 + crop_px > w:
             continue
-        p = _fit_one(img[y0 : y0 + crop_px, x0 : x0 + crop_px], max_sigma)
+        p = fit_gaussian_crop(img[y0 : y0 + crop_px, x0 : x0 + crop_px], max_sigma)
         if p is None:
             continue
         rows.append([p[0], p[1] + y0, p[2] + x0, p[3], p[4], p[5]])

@@ -1,7 +1,7 @@
 """Bead statistics for the evaluation: lateral/axial FWHM and axial localisation.
 
 Definitions (Deep-Z paper, Methods and Fig. 1b–c; the lateral fit is
-:func:`live_deepz.calibration.fit_beads`, reused here):
+:func:`live_deepz.analysis.fwhm.fit_beads`, reused here):
 
 * **lateral FWHM**: threshold → connected components → 30×30 crop → 2D Gaussian fit →
   ``2·sqrt(2 ln 2)·(σx·Δx + σy·Δy)/2``, measured in the plane nearest each bead's focus.
@@ -121,10 +121,10 @@ def lateral_fwhm_matched(
 ) -> np.ndarray:
     """``(N,)`` lateral FWHM (µm) of each true bead in ``image`` (NaN: not detected/fitted).
 
-    Beads are detected and fitted by :func:`live_deepz.calibration.fit_beads` (the paper's
+    Beads are detected and fitted by :func:`live_deepz.analysis.fwhm.fit_beads` (the paper's
     procedure) and matched to the true centres with :func:`match_points`.
     """
-    from live_deepz.calibration._fwhm import fit_beads
+    from live_deepz.analysis.fwhm import fit_beads
 
     tru = np.asarray(truth_rc, dtype=np.float64).reshape(-1, 2)
     out = np.full(len(tru), np.nan)
@@ -158,11 +158,11 @@ def axial_fwhm(
     """``(N,)`` axial FWHM (µm) from a 2D Gaussian fit of each bead's x–z slice (NaN: failed).
 
     The slice is ``stack[:, row, col - crop_px/2 : col + crop_px/2]`` at the bead's nearest
-    row; the fit is :func:`live_deepz.calibration._fwhm` 's 2D Gaussian (z in planes, x in
+    row; the fit is :func:`live_deepz.analysis.fwhm` 's 2D Gaussian (z in planes, x in
     pixels), and the axial FWHM is ``2·sqrt(2 ln 2)·σz·Δz``. Fits that hit their σ bounds
     (e.g. a profile with no peak inside the stack) count as failed.
     """
-    from live_deepz.calibration._fwhm import _fit_one
+    from live_deepz.analysis.fwhm import fit_gaussian_crop
 
     st = np.asarray(stack)
     z = np.asarray(z_um, dtype=np.float64)
@@ -179,7 +179,7 @@ def axial_fwhm(
         if not (0 <= row < h) or c0 < 0 or c0 + crop_px > w:
             continue
         xz = np.asarray(st[:, row, c0 : c0 + crop_px], dtype=np.float64)
-        p = _fit_one(xz, max_sigma)
+        p = fit_gaussian_crop(xz, max_sigma)
         if p is None:
             continue
         out[i] = FWHM_PER_SIGMA * float(p[3]) * dz

@@ -763,8 +763,9 @@ def _model_info(model: Any) -> dict[str, Any]:
 def evaluate(model: Any, cfg: EvalConfig | None = None, backend: Any | None = None) -> EvalResult:
     """Evaluate a loaded model (:func:`live_deepz.modelfile.load_model`) on simulated samples.
 
-    ``backend`` (optional) replaces the one made from ``cfg.backend``/``precision``/``device``
-    (anything with ``infer(image, dpms_net, out)``). Raises :class:`~live_deepz.errors.
+    ``backend``: anything with ``infer(image, dpms_net, out)``, e.g.
+    ``live_deepz.engine.create_backend(cfg.backend, model.generator, ...)`` (the analysis layer
+    is in the core and never builds an engine itself). Raises :class:`~live_deepz.errors.
     DPMRangeError` when ``cfg.dz_um`` leaves the model's trained range.
     """
     cfg = cfg or EvalConfig()
@@ -784,10 +785,9 @@ def evaluate(model: Any, cfg: EvalConfig | None = None, backend: Any | None = No
         )
     t0 = time.perf_counter()
     if backend is None:
-        from live_deepz.engine import create_backend
-
-        backend = create_backend(
-            cfg.backend, model.generator, precision=cfg.precision, device=cfg.device
+        raise InputError(
+            "evaluate() needs an inference backend: build one with "
+            "live_deepz.engine.create_backend(name, model.generator, ...)"
         )
     describe = getattr(backend, "describe", None)
     engine = describe() if callable(describe) else type(backend).__name__
@@ -848,9 +848,6 @@ def evaluate_stack(
     dz_um: Sequence[float],
     *,
     backend: Any | None = None,
-    backend_name: str = "auto",
-    precision: str = "fp32",
-    device: str = "cpu",
     input_norm: str = "stack",
     montage_columns: int = 5,
     montage_z_um: float | None = None,
@@ -884,9 +881,10 @@ def evaluate_stack(
         except KeyError:
             raise InputError(f"input position {z0:g} µm is not a plane of the stack") from None
     if backend is None:
-        from live_deepz.engine import create_backend
-
-        backend = create_backend(backend_name, model.generator, precision=precision, device=device)
+        raise InputError(
+            "evaluate_stack() needs an inference backend: build one with "
+            "live_deepz.engine.create_backend(name, model.generator, ...)"
+        )
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()

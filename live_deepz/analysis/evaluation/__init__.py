@@ -2,14 +2,14 @@
 
 * :mod:`._metrics`: SSIM, RMSE, MAE, MSE, Pearson r (:func:`image_metrics`);
 * :mod:`._beads`: bead lateral/axial FWHM (the paper's definitions, reusing
-  :func:`live_deepz.calibration.fit_beads`) and axial localisation from a virtual stack;
+  :func:`live_deepz.analysis.fwhm.fit_beads`) and axial localisation from a virtual stack;
 * :mod:`._run`: the protocol (:class:`EvalConfig`, :func:`evaluate` → :class:`EvalResult`)
   on simulated samples, and :func:`evaluate_stack` on a measured z-stack;
 * :mod:`._plots`: PNG plots (:func:`write_plots`).
 
 The protocol, the normalisation used for the metrics and the pass/fail targets are
-described in :mod:`live_deepz.calibration.evaluation._run`. The engine and the calibration
-package are imported lazily, only when an evaluation runs.
+described in :mod:`live_deepz.analysis.evaluation._run`. Inference comes in as an argument
+(a backend with ``infer``); this package is in the core and imports no engine.
 """
 
 from ._beads import (
