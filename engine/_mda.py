@@ -284,6 +284,12 @@ class MDAProcessor:
     def running(self) -> bool:
         return self._run is not None and not self._run.done.is_set()
 
+    @property
+    def frames_acquired(self) -> int:
+        """Frames of the current (or last) sequence so far."""
+        run = self._run or self._last
+        return 0 if run is None else run.summary.frames_acquired
+
     def latest(self) -> MDAPlanes | None:
         """The most recently refocused frame (any position), or None."""
         with self._latest_lock:
@@ -556,7 +562,7 @@ class MDAProcessor:
                     z_range_um=self.z_range_um,
                     allow_out_of_range=self.allow_out_of_range,
                     plans={p: pl for p, pl in plans.items() if not callable(getattr(pl, "update", None))},
-                    summary={"phase": "completed"},
+                    summary={**s.to_dict(), "phase": "completed"},
                 )
                 s.planes_completed = report.completed
                 s.completion_s = time.perf_counter() - t_c

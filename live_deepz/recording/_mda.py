@@ -406,12 +406,12 @@ class MDAPlaneWriter:
         """Journal the end and write the summary into the Zarr attributes."""
         st = self.state
         end = {
+            **_jsonable(dict(summary or {})),
             "type": "end",
             "frames_acquired": len(st.frames),
             "frames_missing": len(st.missing),
             "planes_live": sum(1 for r in st.planes.values() if r.get("source") == "live"),
             "planes_completed": sum(1 for r in st.planes.values() if r.get("source") != "live"),
-            **_jsonable(dict(summary or {})),
         }
         with self._lock:
             self._write(end)
