@@ -24,23 +24,52 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recording", help="NAME.ome.tif, NAME.ome.zarr (T, C, Z, Y, X planes)")
     parser.add_argument("-o", "--output", required=True, help="output folder (created)")
-    parser.add_argument("--nuclei-channel", default="nuclei", help="name (or index) of the "
-                        "channel that labels the nuclei (default: nuclei)")  # fmt: skip
-    parser.add_argument("--activity-channel", default="calcium", help="name (or index) of the "
-                        "activity channel (default: calcium)")  # fmt: skip
+    parser.add_argument(
+        "--nuclei-channel",
+        default="nuclei",
+        help="name (or index) of the channel that labels the nuclei (default: nuclei)",
+    )
+    parser.add_argument(
+        "--activity-channel",
+        default="calcium",
+        help="name (or index) of the activity channel (default: calcium)",
+    )
     parser.add_argument("--plots", action="store_true", help="also write PNG figures")
-    parser.add_argument("--n-brightest", type=int, default=100,
-                        help="F = mean of this many brightest voxels per neuron (paper: 100)")  # fmt: skip
-    parser.add_argument("--active-snr", type=float, default=4.0,
-                        help="active: std(ΔF/F0) at least this many times its noise level")  # fmt: skip
-    parser.add_argument("--max-active", type=int, default=None,
-                        help="cluster at most this many of the most active neurons")  # fmt: skip
-    parser.add_argument("--sigma", type=float, default=1.5,
-                        help="width of the Gaussian affinity of ΔF/F0 traces (paper: 1.5)")  # fmt: skip
-    parser.add_argument("--clusters", type=int, default=None,
-                        help="number of clusters (default: the eigengap heuristic)")  # fmt: skip
-    parser.add_argument("--no-registration", action="store_true",
-                        help="skip the motion registration (a still sample)")  # fmt: skip
+    parser.add_argument(
+        "--n-brightest",
+        type=int,
+        default=100,
+        help="F = mean of this many brightest voxels per neuron (paper: 100)",
+    )
+    parser.add_argument(
+        "--active-snr",
+        type=float,
+        default=4.0,
+        help="active: std(ΔF/F0) at least this many times its noise level",
+    )
+    parser.add_argument(
+        "--max-active",
+        type=int,
+        default=None,
+        help="cluster at most this many of the most active neurons",
+    )
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=1.5,
+        help="width of the Gaussian affinity of ΔF/F0 traces (paper: 1.5)",
+    )
+    parser.add_argument(
+        "--clusters",
+        type=int,
+        default=None,
+        help="number of clusters (default: the eigengap heuristic)",
+    )
+    parser.add_argument(
+        "--no-registration",
+        action="store_true",
+        help="skip the motion registration (a still sample)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -82,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
     except RecordingError as exc:
         raise InputError(str(exc)) from None
     with rec:
-        n_t, n_c, n_z, h, w = (rec.planes.shape + (0,) * 5)[:5] if rec.channels else (
-            0, 0, 0, 0, 0)  # fmt: skip
+        n_t, n_c, n_z, h, w = (rec.planes.shape + (0,) * 5)[:5] if rec.channels else (0, 0, 0, 0, 0)
         if not args.no_progress and rec.channels:
             print(
                 f"activity: {n_t} time points x {n_c} channels x {n_z} planes of {h}x{w} "

@@ -81,7 +81,7 @@ def _positions(res: ActivityResult, path: Path) -> None:
     cols = cluster_colours(k)
     px = res.pixel_size_um
     off = res.offsets_um
-    nz, h, w = res.median_nuclei.shape
+    _, h, w = res.median_nuclei.shape
     mip_xy = res.median_nuclei.max(axis=0)
     mip_xz = res.median_nuclei.max(axis=1)
     x_ext = (-0.5 * px, (w - 0.5) * px)
