@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -245,11 +246,11 @@ class MDAProcessor:
         if self._attached:
             return self
         ev = self.core.mda.events
-        ev.sequenceStarted.connect(self._on_sequence_started)
-        ev.eventStarted.connect(self._on_event_started)
-        ev.frameReady.connect(self._on_frame)
-        ev.sequenceCanceled.connect(self._on_canceled)
-        ev.sequenceFinished.connect(self._on_sequence_finished)
+        _connect_direct(ev.sequenceStarted, self._on_sequence_started)
+        _connect_direct(ev.eventStarted, self._on_event_started)
+        _connect_direct(ev.frameReady, self._on_frame)
+        _connect_direct(ev.sequenceCanceled, self._on_canceled)
+        _connect_direct(ev.sequenceFinished, self._on_sequence_finished)
         logging.getLogger("pymmcore-plus").addHandler(self._watch)
         self._attached = True
         return self
@@ -283,6 +284,16 @@ class MDAProcessor:
     @property
     def running(self) -> bool:
         return self._run is not None and not self._run.done.is_set()
+
+    def set_plan(self, plan: PlanePlan | Callable[[int], PlanePlan]) -> None:
+        """The plan (or per-position factory) for the next sequence."""
+        self._plan = plan
+
+    @property
+    def summary(self) -> MDASummary | None:
+        """The counts of the current (or last) sequence, None before the first."""
+        run = self._run or self._last
+        return None if run is None else run.summary
 
     @property
     def frames_acquired(self) -> int:
@@ -616,6 +627,22 @@ class MDAProcessor:
         meta["dpm_scale_um"] = self.dpm_scale_um
         meta["z_range_um"] = None if self.z_range_um is None else list(self.z_range_um)
         return meta
+
+
+def _connect_direct(signal: Any, slot: Callable[..., Any]) -> None:
+    """Connect so that ``slot`` runs in the emitting (acquisition) thread.
+
+    With a Qt application running, pymmcore-plus' MDA signals are Qt signals, and a plain
+    Python slot would be queued to the UI thread: frames would wait for the event loop and
+    ``sequenceFinished`` for a UI thread that may be blocked waiting for the planes. The
+    Qt module is taken from the signal itself (this package imports no Qt).
+    """
+    top = type(signal).__module__.split(".")[0]
+    if top in ("PySide6", "PyQt6", "PySide2", "PyQt5"):
+        qtcore = sys.modules[f"{top}.QtCore"]
+        signal.connect(slot, qtcore.Qt.ConnectionType.DirectConnection)
+    else:
+        signal.connect(slot)
 
 
 def _model_meta(model: Any) -> dict[str, Any]:
