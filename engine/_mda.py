@@ -38,6 +38,7 @@ processor watches for that message, journals the event as missing and cancels th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -114,11 +115,13 @@ class MDASummary:
     def lines(self) -> list[str]:
         med = float(np.median(self.infer_ms)) if self.infer_ms else math.nan
         out = [
-            f"MDA recording: raw {self.raw_path or '(not saved)'}, planes {self.planes_path or '(not saved)'}",
+            f"MDA recording: raw {self.raw_path or '(not saved)'}, "
+            f"planes {self.planes_path or '(not saved)'}",
             f"  events             {self.frames_expected}",
             f"  frames acquired    {self.frames_acquired}",
             f"  refocused live     {self.planes_live} (median {med:.1f} ms per frame)",
-            f"  skipped live       {self.planes_skipped_live} (engine slower than the acquisition)",
+            f"  not refocused live {self.planes_skipped_live} (the acquisition did not pause, "
+            "or the engine is slower)",
             f"  completed after    {self.planes_completed} in {self.completion_s:.1f} s",
             f"  without planes     {self.incomplete}",
         ]
@@ -287,10 +290,8 @@ class MDAProcessor:
             (ev.sequenceCanceled, self._on_canceled),
             (ev.sequenceFinished, self._on_sequence_finished),
         ):
-            try:
+            with contextlib.suppress(Exception):  # already gone (core closed)
                 sig.disconnect(fn)
-            except Exception:  # already gone (core closed)
-                pass
         logging.getLogger("pymmcore-plus").removeHandler(self._watch)
         self._attached = False
 
@@ -422,7 +423,7 @@ class MDAProcessor:
                     camera_frame=-1,
                     camera_time_ms=float(m.get("runner_time_ms") or math.nan),
                     arrival_s=time.perf_counter(),
-                    stage_z_um=float(pos.get("z") if pos.get("z") is not None else math.nan),
+                    stage_z_um=math.nan if (z := pos.get("z")) is None else float(z),
                     metadata={},
                     channel=key[2],
                 ),
@@ -497,7 +498,10 @@ class MDAProcessor:
                 pl = plans[p] = self._plan_for(p)
                 if writer is not None:
                     writer.set_plan(
-                        p, dict(pl.describe()), pl.offsets_um, getattr(pl, "surface_um", None)
+                        p,
+                        dict(pl.describe()),
+                        [float(v) for v in np.ravel(pl.offsets_um)],
+                        getattr(pl, "surface_um", None),
                     )
             return plans[p]
 
@@ -509,7 +513,7 @@ class MDAProcessor:
                     self.output,
                     sequence=run.sequence,
                     frame_shape=run.shape,
-                    offsets_um=offsets,
+                    offsets_um=[float(v) for v in offsets],
                     raw_dtype=run.ring.dtype,
                     pixel_size_um=_pixel_size(self.core),
                     channel_names=names or None,
@@ -591,7 +595,9 @@ class MDAProcessor:
                         )
                     if self.z_range_um is not None:
                         check_range(
-                            dpms, self.z_range_um, allow=self.allow_out_of_range,
+                            dpms,
+                            self.z_range_um,
+                            allow=self.allow_out_of_range,
                             what=f"the DPMs of position {p}",
                         )
                     net = to_network_units(dpms, self.dpm_scale_um)
@@ -607,7 +613,9 @@ class MDAProcessor:
                 journal_arrivals()  # the frame's own line before its planes
                 if writer is not None:
                     writer.write_planes(
-                        key, out, source="live",
+                        key,
+                        out,
+                        source="live",
                         correction_um=float(corr()) if callable(corr) else None,
                     )
                 done_live.add(key)
@@ -624,7 +632,11 @@ class MDAProcessor:
                     dpm_scale_um=self.dpm_scale_um,
                     z_range_um=self.z_range_um,
                     allow_out_of_range=self.allow_out_of_range,
-                    plans={p: pl for p, pl in plans.items() if not callable(getattr(pl, "update", None))},
+                    plans={
+                        p: pl
+                        for p, pl in plans.items()
+                        if not callable(getattr(pl, "update", None))
+                    },
                     summary={**s.to_dict(), "phase": "completed"},
                 )
                 s.planes_completed = report.completed
@@ -638,10 +650,8 @@ class MDAProcessor:
             logging.getLogger("live-deepz").exception("live-deepz MDA processor failed")
         finally:
             run.ring.close()
-            try:
+            with contextlib.suppress(LiveDeepzError):
                 journal_arrivals()
-            except LiveDeepzError:
-                pass
             if writer is not None:
                 try:
                     writer.close({"phase": "acquired", **s.to_dict()})
@@ -651,7 +661,9 @@ class MDAProcessor:
                 self._last = run
             run.done.set()
 
-    def _publish(self, key: Key, planes: np.ndarray, slot_raw: np.ndarray, offsets: np.ndarray) -> None:
+    def _publish(
+        self, key: Key, planes: np.ndarray, slot_raw: np.ndarray, offsets: np.ndarray
+    ) -> None:
         self._n_refocused += 1
         item = MDAPlanes(
             key=key,

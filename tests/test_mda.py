@@ -12,8 +12,8 @@ import pytest
 import tifffile
 import useq
 import zarr
-
 from _recording_support import FakeBackend, SlowBackend
+
 from live_deepz.dpm import StaticPlanePlan
 from live_deepz.engine import MDAProcessor
 from live_deepz.errors import InputError
@@ -70,7 +70,9 @@ def check_all_planes(rec: MDARecording) -> None:
 def test_mda_every_axis_and_frame(core: Any, tmp_path: Path, ext: str) -> None:
     out = tmp_path / f"run.{ext}"
     plan = StaticPlanePlan("-2:2:2")
-    proc = MDAProcessor(core, FakeBackend(), plan, dpm_scale_um=SCALE, z_range_um=(-10, 10), output=out)
+    proc = MDAProcessor(
+        core, FakeBackend(), plan, dpm_scale_um=SCALE, z_range_um=(-10, 10), output=out
+    )
     s = run_mda(core, proc, sequence(3), out)
     assert s.error is None
     assert s.frames_expected == s.frames_acquired == 18
@@ -117,7 +119,7 @@ def test_mda_slow_engine_keeps_raw_and_completes(core: Any, tmp_path: Path) -> N
     assert s.planes_skipped_live > 0, s.lines()
     assert s.planes_live + s.planes_skipped_live == 24
     assert s.planes_completed == s.planes_skipped_live and s.incomplete == 0
-    assert any("skipped live" in line for line in s.lines())
+    assert any("not refocused live" in line for line in s.lines())
     with open_recording(out) as rec:
         assert rec.acquired.all() and rec.complete.all()
         check_all_planes(rec)
@@ -128,7 +130,9 @@ def test_mda_slow_engine_keeps_raw_and_completes(core: Any, tmp_path: Path) -> N
 
 def test_mda_cancel_midway_leaves_readable_files(core: Any, tmp_path: Path) -> None:
     out = tmp_path / "cancel.ome.tiff"
-    proc = MDAProcessor(core, FakeBackend(), StaticPlanePlan([0.0, 2.0]), dpm_scale_um=SCALE, output=out)
+    proc = MDAProcessor(
+        core, FakeBackend(), StaticPlanePlan([0.0, 2.0]), dpm_scale_um=SCALE, output=out
+    )
     n = [0]
 
     def cancel_after_7(*_: Any) -> None:
@@ -163,8 +167,13 @@ def test_complete_mda_recording_later(core: Any, tmp_path: Path) -> None:
     out = tmp_path / "later.ome.zarr"
     slow = SlowBackend(FakeBackend(), delay=0.05)
     proc = MDAProcessor(
-        core, slow, StaticPlanePlan([-1.0, 1.0]), dpm_scale_um=SCALE, output=out,
-        ring_slots=2, complete_on_finish=False,
+        core,
+        slow,
+        StaticPlanePlan([-1.0, 1.0]),
+        dpm_scale_um=SCALE,
+        output=out,
+        ring_slots=2,
+        complete_on_finish=False,
     )
     s = run_mda(core, proc, sequence(4, n_p=2), out)  # 16 frames, the ring holds 8
     assert s.incomplete > 0 and s.planes_completed == 0
@@ -193,8 +202,11 @@ def test_mda_per_channel_backends_and_per_position_plans(core: Any, tmp_path: Pa
     out = tmp_path / "pc.ome.zarr"
     plans = {p: StaticPlanePlan([float(p), p + 1.0]) for p in range(2)}
     proc = MDAProcessor(
-        core, {"pattern": PlusBackend(0.0), "bright pattern": PlusBackend(100.0)},
-        lambda p: plans[p], dpm_scale_um=SCALE, output=out,
+        core,
+        {"pattern": PlusBackend(0.0), "bright pattern": PlusBackend(100.0)},
+        lambda p: plans[p],
+        dpm_scale_um=SCALE,
+        output=out,
     )
     s = run_mda(core, proc, sequence(2, n_p=2), out)
     assert s.incomplete == 0

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 
 from ._views import PlaneGridView
 
-__all__ = ["DeepZMDAWidget", "MDAPanel", "fail_fast_icons"]
+__all__ = ["DeepZMDAWidget", "MDAPanel", "fail_fast_icons", "panel_for_session"]
 
 REFRESH_MS = 100
 
@@ -97,7 +97,7 @@ def _mda_widget_class() -> type:
     return DeepZMDAWidget
 
 
-def DeepZMDAWidget(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (a class made lazily)
+def DeepZMDAWidget(*args: Any, **kwargs: Any) -> Any:
     """pymmcore-widgets' ``MDAWidget`` whose run also feeds live-deepz (see the module)."""
     return _mda_widget_class()(*args, **kwargs)
 
@@ -197,7 +197,9 @@ class MDAPanel(QWidget):
         self.planes_edit.setToolTip("plane offsets in µm: start:stop:step or a list; Enter applies")
         self.planes_edit.editingFinished.connect(self._on_planes)
         form.addRow("Planes (µm)", self.planes_edit)
-        self.surface_label = QLabel(surface_text or ("calibrated" if surface_um is not None else "flat"))
+        self.surface_label = QLabel(
+            surface_text or ("calibrated" if surface_um is not None else "flat")
+        )
         form.addRow("Surface", self.surface_label)
         self.drift_box = QCheckBox("follow each position's focus drift")
         self.drift_box.setEnabled(drift_plan is not None)
