@@ -31,6 +31,14 @@ from ._drift import (
     KalmanDrift,
     MedianDrift,
 )
+from ._drift_plan import (
+    DRIFT_BUDGET,
+    DRIFT_CHUNK,
+    DRIFT_MAX_EVERY_N,
+    DRIFT_MIN_EVERY_N,
+    drift_compensation_plan,
+    drift_every_n,
+)
 from ._fit import (
     FIT_KINDS,
     MIN_POINTS,
@@ -65,6 +73,10 @@ from ._wizard_model import (
 
 __all__ = [
     "DEFAULT_SWEEP",
+    "DRIFT_BUDGET",
+    "DRIFT_CHUNK",
+    "DRIFT_MAX_EVERY_N",
+    "DRIFT_MIN_EVERY_N",
     "FIT_KINDS",
     "FOCUS_MEASURES",
     "FWHM_PER_SIGMA",
@@ -88,6 +100,8 @@ __all__ = [
     "StepResult",
     "SurfaceFit",
     "bead_fwhm",
+    "drift_compensation_plan",
+    "drift_every_n",
     "engine_refocus_fn",
     "estimate_focus",
     "estimate_focus_beads",

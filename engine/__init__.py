@@ -7,10 +7,19 @@ The live pipeline (:class:`LivePipeline`) pops camera frames from a pymmcore-plu
 :meth:`LivePipeline.subscribe_raw`); :meth:`LivePipeline.stats` counts every frame.
 """
 
+from ._bench import BenchConfig, format_summary, result_filename, run_bench
 from ._ceiling import measure_matmul_ceiling
+from ._offline import ArrayPlan, RefocusInput, RefocusSummary, read_input, refocus_file
 from ._onnx import export_onnx
 from ._pipeline import CapacityEstimate, LivePipeline
-from ._recorder import Recorder, RecordingSummary
+from ._recorder import (
+    ChannelClock,
+    PlanTimeline,
+    Recorder,
+    RecordingSummary,
+    model_metadata,
+    recorder_metadata,
+)
 from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing
 from ._stats import STAGES, PipelineStats, SubscriberStats
@@ -39,9 +48,12 @@ __all__ = [
     "AUTO_ORDER",
     "BACKENDS",
     "STAGES",
+    "ArrayPlan",
     "Backend",
     "BackendUnavailableError",
+    "BenchConfig",
     "CapacityEstimate",
+    "ChannelClock",
     "EngineTooSlowError",
     "FrameMeta",
     "FrameRing",
@@ -49,12 +61,15 @@ __all__ = [
     "LivePipeline",
     "PipelineError",
     "PipelineStats",
+    "PlanTimeline",
     "PlaneFrame",
     "PlaneMeta",
     "PlaneRing",
     "RawFrame",
     "Recorder",
     "RecordingSummary",
+    "RefocusInput",
+    "RefocusSummary",
     "Refocuser",
     "RingClosed",
     "SlotRing",
@@ -64,8 +79,15 @@ __all__ = [
     "available_backends",
     "create_backend",
     "export_onnx",
+    "format_summary",
     "infer_tiled",
     "measure_matmul_ceiling",
+    "model_metadata",
     "pinned_host_array",
+    "read_input",
+    "recorder_metadata",
+    "refocus_file",
     "relative_error",
+    "result_filename",
+    "run_bench",
 ]

@@ -18,6 +18,8 @@ import sys
 
 __all__ = ["add_app_arguments", "add_arguments", "display_available", "prepare_display", "run"]
 
+from ..display import display_available
+
 NO_DISPLAY = 2
 
 
@@ -62,20 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=512, help="simulated frame size (px)")
     parser.add_argument("--seed", type=int, default=0, help="simulated sample seed")
     add_app_arguments(parser)
-
-
-_NEEDS_SERVER = ("", "xcb", "wayland", "wayland-egl")
-"""Qt platforms that need a display server (an X11 DISPLAY or a Wayland socket)."""
-
-
-def display_available() -> bool:
-    """Whether a Qt window can open here (without importing Qt)."""
-    if sys.platform in ("win32", "darwin"):
-        return True
-    platform = os.environ.get("QT_QPA_PLATFORM", "").strip().split(":")[0].lower()
-    if platform not in _NEEDS_SERVER:
-        return True  # offscreen, vnc, eglfs, linuxfb, ...: no display server needed
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def prepare_display(args: argparse.Namespace, command: str) -> int | None:

@@ -31,7 +31,7 @@ EXIT_TARGETS_FAILED = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..analysis.evaluation._run import SAMPLES
+    from ..analysis.evaluation import SAMPLES
 
     parser.add_argument(
         "--model", default=None, help="model name or folder (default: the bundled model)"

@@ -150,7 +150,7 @@ def load_surface_file(
         return _quadratic(d["coefficients"], shape, px), src
     if fit in ("smooth", "cylinder"):
         try:
-            from ..calibration._fit import SurfaceFit  # type: ignore[import-not-found]
+            from ..calibration import SurfaceFit  # type: ignore[import-not-found]
         except ImportError:
             raise InputError(
                 f"surface file {p} holds a {fit!r} fit, which needs live_deepz.calibration"
@@ -223,7 +223,7 @@ def build_plan(
                 raise InputError(
                     f"DPM file {p} holds {squeezed.shape[0]} planes already; drop --planes"
                 )
-            from ..engine._offline import ArrayPlan  # type: ignore[import-not-found]
+            from ..engine import ArrayPlan  # type: ignore[import-not-found]
 
             plan = ArrayPlan(squeezed, source=str(p))
             plan.dpms_for_frame(0, 0.0, shape)  # size check
@@ -261,7 +261,7 @@ def load_models(spec: str | None) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine._offline import read_input, refocus_file  # type: ignore[import-not-found]
+    from ..engine import read_input, refocus_file  # type: ignore[import-not-found]
 
     models = load_models(args.model)
     source = read_input(args.input, input_plane=args.input_plane)
