@@ -11,6 +11,7 @@ from ._ceiling import measure_matmul_ceiling
 from ._onnx import export_onnx
 from ._pipeline import CapacityEstimate, LivePipeline
 from ._recorder import Recorder, RecordingSummary
+from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing
 from ._stats import STAGES, PipelineStats, SubscriberStats
 from ._subscribers import (
@@ -54,6 +55,7 @@ __all__ = [
     "RawFrame",
     "Recorder",
     "RecordingSummary",
+    "Refocuser",
     "RingClosed",
     "SlotRing",
     "StreamSubscriber",

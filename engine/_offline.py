@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from live_deepz.dpm import PlanePlan, check_range, to_network_units
+from live_deepz.dpm import PlanePlan, check_range
 from live_deepz.errors import InputError
 from live_deepz.normalize import Normalization, fit_normalization
 from live_deepz.recording import FrameInfo, RecordingWriter
+
+from ._refocuser import Refocuser
 
 __all__ = ["ArrayPlan", "RefocusInput", "RefocusSummary", "read_input", "refocus_file"]
 
@@ -385,7 +387,8 @@ def refocus_file(
         ]
     dpms = np.asarray(plan.dpms_for_frame(0, 0.0, shape), dtype=np.float32)
     k = int(dpms.shape[0])
-    nets = [to_network_units(dpms, float(m.card.dpm_scale_um)) for m in models]
+    # the range was checked (with notes) above; read-only: backends upload it once
+    nets = [Refocuser(m, allow_out_of_range=True).network_dpms(dpms, checked=False) for m in models]
     for net in nets:
         net.flags.writeable = False
     engine_desc: list[Any] = []

@@ -107,18 +107,12 @@ def run(args: argparse.Namespace) -> int:
 
             backend = TiledBackend(backend, tile=args.tile)
         made[id(m)] = backend
-    model = models[0]
-    report = complete_recording(
-        args.recording,
-        [made[id(m)].infer for m in models],
-        dpm_scale_um=model.card.dpm_scale_um,
-        z_range_um=(
-            max(float(m.card.z_range_um[0]) for m in models),
-            min(float(m.card.z_range_um[1]) for m in models),
-        ),
-        allow_out_of_range=args.allow_out_of_range,
-        progress=not args.no_progress,
-    )
+    from ..engine import Refocuser  # type: ignore[import-not-found]
+
+    refocusers = [
+        Refocuser(m, made[id(m)], allow_out_of_range=args.allow_out_of_range) for m in models
+    ]
+    report = complete_recording(args.recording, refocusers, progress=not args.no_progress)
     with open_recording(args.recording) as rec:  # camera frames (one per channel)
         n, done = int(rec.acquired.sum()), int((rec.complete & rec.acquired).sum())
     print(f"completed: {report.path}")
