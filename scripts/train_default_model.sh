@@ -15,7 +15,8 @@
 set -euo pipefail
 steps=${1:-16000}; budget=${2:-80}; out=${3:-runs/default_model}
 data=runs/default_data
-[ -f "$data/filaments_145_5ms.ome.tif" ] || scripts/make_default_training_data.sh "$data" 256
+# the training stacks (stacks already there are kept; JOBS=2 simulates two at a time)
+JOBS=${JOBS:-2} scripts/make_default_training_data.sh "$data" 256 > /dev/null
 OMP_NUM_THREADS=${THREADS:-1} live-deepz train --recipe fast --data "$data"/*.ome.tif -o "$out" \
   --no-align --z-half-range 10 --steps "$steps" --time-budget "$budget" --seed 0 --device cpu \
   --overwrite

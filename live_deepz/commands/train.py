@@ -312,9 +312,9 @@ def run(args: argparse.Namespace) -> int:
                 "with --recipe paper"
             )
         total = args.steps if args.steps is not None else rec.steps
+        pre, gan = _split_steps(rec.name, total, args.pretrain_steps, rec.pretrain_steps)
         if total < 1:
             raise InputError(f"--steps must be >= 1 (the total number of steps), got {total}")
-        pre, gan = _split_steps(rec.name, total, args.pretrain_steps, rec.pretrain_steps)
         patch = args.patch if args.patch is not None else rec.patch
         region = args.region if args.region is not None else max(rec.region, patch)
         if rec.sampling is None and region != patch:
