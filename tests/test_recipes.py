@@ -252,7 +252,13 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
 
 def test_recipes_have_the_documented_defaults() -> None:
     fast, paper = recipe("fast", "cpu"), recipe("paper", "cpu")
-    assert (fast.loss, fast.residual, fast.lr_g, fast.batch, fast.patch) == ("mse", True, 1e-3, 8, 64)
+    assert (fast.loss, fast.residual, fast.lr_g, fast.batch, fast.patch) == (
+        "mse",
+        True,
+        1e-3,
+        8,
+        64,
+    )
     assert fast.sampling is not None and fast.sampling.centred_fraction == 0.8
     assert (paper.loss, paper.residual, paper.lr_g, paper.sampling) == ("l1", False, 1e-4, None)
     assert recipe("paper", "cuda").steps == 21000 and recipe("paper", "cuda").width == 1.0
