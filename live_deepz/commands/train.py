@@ -316,7 +316,10 @@ def run(args: argparse.Namespace) -> int:
         if total < 1:
             raise InputError(f"--steps must be >= 1 (the total number of steps), got {total}")
         patch = args.patch if args.patch is not None else rec.patch
-        region = args.region if args.region is not None else max(rec.region, patch)
+        if args.region is not None:
+            region = args.region
+        else:  # fast: crops inside larger regions; paper: each region cropped exactly
+            region = max(rec.region, patch) if rec.sampling is not None else patch
         if rec.sampling is None and region != patch:
             raise InputError("--region differs from --patch only with --recipe fast")
         sampling = None

@@ -72,9 +72,10 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..architectures import DEEPZ_UNET, build_network, get_architecture
 from ..errors import InputError
 from ..modelfile import ModelCard, load_model, save_model
-from ..network import DeepZConfig, DeepZGenerator, Discriminator, DiscriminatorConfig
+from ..network import Discriminator, DiscriminatorConfig
 from ..optics import Optics
 from .ddp import DistEnv, all_reduce_sum, shard, wrap_ddp
 from .pairs import PairData, PairDataset
@@ -202,6 +203,16 @@ class TrainConfig:
     focus sampler instead of the pair table."""
     min_useful_steps: int = 0
     """Runs with fewer steps are marked ``short`` in the card (loading warns)."""
+    architecture: str = DEEPZ_UNET
+    """The generator's family (``architecture.type``, see ``live_deepz.architectures``)."""
+
+    @property
+    def generator_architecture(self) -> dict[str, Any]:
+        """The card's ``architecture`` dict of the generator this config trains."""
+        arch: dict[str, Any] = {"type": self.architecture, "width": self.width}
+        if self.residual:  # absent = a plain head (every model before the option)
+            arch["residual"] = True
+        return arch
 
     def __post_init__(self) -> None:
         for name in ("steps", "pretrain_steps"):
@@ -233,9 +244,7 @@ class TrainConfig:
             raise InputError("warm-up steps must be >= 0 and the final lr fraction in (0, 1]")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise InputError(f"--time-budget must be > 0 minutes, got {self.time_budget_s}")
-
-    def generator_config(self) -> DeepZConfig:
-        return DeepZConfig(width=self.width, residual=self.residual)
+        get_architecture(self.architecture)  # ModelFileError naming the known types
 
     def lr_factor(self, step: int, progress: float) -> float:
         """Learning-rate multiplier at ``step`` (0-based) and schedule ``progress`` in [0, 1]."""
@@ -396,7 +405,7 @@ class Trainer:
         self.train_ds: PairDataset = data.dataset("train")
         self.val_ds: PairDataset = data.dataset("val", augment=False)
         self._perm_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.generator: DeepZGenerator | None = None
+        self.generator: nn.Module | None = None
         self.discriminator: Discriminator | None = None
         self.log = log or (lambda msg: None)
         self.sampler: Any = None
@@ -489,10 +498,6 @@ class Trainer:
 
     def _card(self, state: _State, wall_s: float, complete: bool = False) -> ModelCard:
         summary = self.data.summary
-        gen_cfg = self.cfg.generator_config()
-        arch: dict[str, Any] = {"type": "deepz-unet", "width": gen_cfg.width}
-        if gen_cfg.residual:
-            arch["residual"] = True
         cfg = self.cfg
         training = {
             "recipe": cfg.recipe,
@@ -539,7 +544,7 @@ class Trainer:
         lo, hi = summary.dpm_range_um
         return ModelCard(
             name=self.out.name,
-            architecture=arch,
+            architecture=self.cfg.generator_architecture,
             optics=self.optics.to_dict(),
             z_range_um=(float(lo), float(hi)),
             dpm_scale_um=self.data.cfg.dpm_scale_um,
@@ -655,7 +660,7 @@ class Trainer:
         cfg, env, dev = self.cfg, self.env, self.device
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
-        g = DeepZGenerator(cfg.generator_config()).to(dev)
+        g = build_network(cfg.generator_architecture).to(dev)
         if cfg.channels_last:
             g = g.to(memory_format=torch.channels_last)
         d = Discriminator(DiscriminatorConfig(width=cfg.disc_width or cfg.width)).to(dev)
@@ -837,7 +842,7 @@ class Trainer:
         curve = None
         if env.is_main:
             if best_weights is not None:  # rewrite the kept model's card with the final totals
-                final = DeepZGenerator(cfg.generator_config())
+                final = build_network(cfg.generator_architecture)
                 final.load_state_dict(best_weights)
                 save_model(self.out, final, self._card(state, state.wall_s, complete=finished))
                 if state.step < cfg.min_useful_steps:
