@@ -59,9 +59,10 @@ def make_recording(
     path: Path, args: argparse.Namespace, *, motion: bool, refocuser: str
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Write the simulated recording; returns (truth, timings)."""
+    from tqdm import tqdm
+
     from live_deepz.sim.samples import worm
     from live_deepz.sim.scene import SimScene
-    from tqdm import tqdm
 
     px = Optics().pixel_size_um
     shape = (args.size, args.size)
@@ -82,9 +83,14 @@ def make_recording(
             args.model, "torch", precision="fp32", device="cpu", max_planes=len(offsets)
         )
     writer = RecordingWriter(
-        path, frame_shape=shape, offsets_um=offsets, channels=["nuclei", "calcium"], pixel_size_um=px,
-        metadata={"benchmark": "bench_activity", "refocuser": refocuser}, overwrite=True,
-    )  # fmt: skip
+        path,
+        frame_shape=shape,
+        offsets_um=offsets,
+        channels=["nuclei", "calcium"],
+        pixel_size_um=px,
+        metadata={"benchmark": "bench_activity", "refocuser": refocuser},
+        overwrite=True,
+    )
     norms: list[Any] = [None, None]
     t_ref = 0.0
     try:
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "neurons": args.neurons,
             "seed": args.seed,
             "exposure_ms": args.exposure_ms,
-        },  # fmt: skip
+        },
         "targets": {**TARGETS, "n_found_3d > n_found_input_plane": True},
         "cases": cases,
     }
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.json).write_text(json.dumps(result, indent=2, default=float) + "\n")
     for c in cases:
         print(
-            f"{c['refocuser']:6s} motion={str(c['motion']):5s} 3D {c['n_found_3d']:3d} "
+            f"{c['refocuser']:6s} motion={c['motion']!s:5s} 3D {c['n_found_3d']:3d} "
             f"(R {c['recall_3d']:.2f} P {c['precision_3d']:.2f})  input plane "
             f"{c['n_found_input_plane']:3d} (R {c['recall_input_plane']:.2f} "
             f"P {c['precision_input_plane']:.2f})  trace r {c['trace_r_median']:.2f}  "

@@ -119,7 +119,6 @@ def test_traces_recover_a_planted_dff() -> None:
     shape = (9, 40, 40)
     cen = np.array([[4, 10, 10], [4, 28, 12], [5, 20, 30]], dtype=float)
     labels = np.zeros(shape, np.int32)
-    base = _blobs(shape, cen, (1.5, 2.0, 2.0), np.ones(3))
     for i, c in enumerate(cen):
         zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
         ball = ((zz - c[0]) / 3) ** 2 + ((yy - c[1]) / 5) ** 2 + ((xx - c[2]) / 5) ** 2 <= 1

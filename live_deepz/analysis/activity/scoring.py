@@ -118,7 +118,7 @@ def score_activity(
         "true_active_found_active": float(np.mean(found_active)) if found_active else float("nan"),
         "inactive_called_active": int(n_false_active),
         "n_clusters_found": int(res.clusters.k) if res.clusters else 0,
-        "n_clusters_true": int(len(set(cluster_true[cluster_true >= 0].tolist()))),
+        "n_clusters_true": len(set(cluster_true[cluster_true >= 0].tolist())),
         "n_true_fired": int((cluster_true >= 0).sum()),
         "ari_active": float(ari),
         "ari_all": float(ari_all),
