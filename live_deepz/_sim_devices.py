@@ -469,6 +469,10 @@ class SimCamera(CameraDevice):
         self._actual_interval_ms = 0.0
         self._stream_thread: threading.Thread | None = None
         self._clock0 = time.perf_counter()  # experiment clock origin for the scene
+        self.stream_origin_s = 0.0
+        """Scene time (s) of the last sequence's camera time 0: a frame stamped
+        ``camera_time_ms`` was rendered at scene time ``stream_origin_s + camera_time_ms/1000``
+        (ground truth of simulated recordings)."""
         self.last_error: BaseException | None = None
         """The error that ended the last sequence (``None`` if it ended normally)."""
 
@@ -521,6 +525,11 @@ class SimCamera(CameraDevice):
             property_type=str,
             is_read_only=True,
         )
+
+    @property
+    def source(self) -> FrameSource:
+        """What the camera renders (the :class:`~live_deepz.sim.scene.SimScene`)."""
+        return self._source
 
     # ------------------------------------------------------------ mandatory API
 
@@ -742,6 +751,7 @@ class SimCamera(CameraDevice):
             # if this generator is left suspended at a yield
             self._stream_thread = threading.current_thread()
         t_start = time.perf_counter()
+        self.stream_origin_s = t_start - self._clock0
         next_start = t_start
         k = 0  # camera frame counter (exposures)
         delivered = 0

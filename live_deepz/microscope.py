@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,7 @@ __all__ = [
     "SimXYStage",
     "build_scene",
     "open_core",
+    "sim_camera",
 ]
 
 SIM_CAMERA = "Camera"
@@ -204,6 +206,17 @@ def build_scene(
     return scene
 
 
+_SIM_CAMERAS: weakref.WeakKeyDictionary[Any, SimCamera] = weakref.WeakKeyDictionary()
+
+
+def sim_camera(core: Any) -> SimCamera | None:
+    """The :class:`SimCamera` of a core made by ``open_core("sim")`` (None otherwise)."""
+    try:
+        return _SIM_CAMERAS.get(core)
+    except TypeError:  # not weak-referenceable: not ours
+        return None
+
+
 def _open_sim(
     *,
     sample: Any = "beads",
@@ -238,6 +251,7 @@ def _open_sim(
     camera = SimCamera(scene, focus=focus, xy=xy, stop_event=stop_event)
     for label, dev in ((SIM_CAMERA, camera), (SIM_FOCUS, focus), (SIM_XY, xy)):
         core.loadPyDevice(label, dev)
+    _SIM_CAMERAS[core] = camera
     core.initializeAllDevices()
     core.setCameraDevice(SIM_CAMERA)
     core.setFocusDevice(SIM_FOCUS)

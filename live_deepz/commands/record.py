@@ -523,6 +523,10 @@ def _run(args: argparse.Namespace) -> int:
             return 130
     for line in summary.lines():
         print(line)
+    if args.sim and summary.frames_recorded:  # the simulated worm's truth: NAME.truth.json
+        from ..analysis.activity import write_sim_truth
+
+        write_sim_truth(core, args.output)
     if interrupted:
         print("  (stopped by Ctrl-C)")
     if summary.error:

@@ -54,9 +54,10 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..architectures import DEEPZ_UNET, build_network, get_architecture
 from ..errors import InputError
 from ..modelfile import ModelCard, load_model, save_model
-from ..network import DeepZConfig, DeepZGenerator, Discriminator, DiscriminatorConfig
+from ..network import Discriminator, DiscriminatorConfig
 from ..optics import Optics
 from .ddp import DistEnv, all_reduce_sum, shard, wrap_ddp
 from .pairs import PairData, PairDataset
@@ -142,6 +143,13 @@ class TrainConfig:
     CUDA runs are seeded but not bit-reproducible."""
     progress: bool = True
     """Show a tqdm progress bar (rank 0 only)."""
+    architecture: str = DEEPZ_UNET
+    """The generator's family (``architecture.type``, see ``live_deepz.architectures``)."""
+
+    @property
+    def generator_architecture(self) -> dict[str, Any]:
+        """The card's ``architecture`` dict of the generator this config trains."""
+        return {"type": self.architecture, "width": self.width}
 
     def __post_init__(self) -> None:
         for name in ("steps", "pretrain_steps"):
@@ -159,6 +167,7 @@ class TrainConfig:
             raise InputError(f"--fg-weight must be >= 0, got {self.fg_weight}")
         if self.amp not in ("auto", "on", "off", "bf16", "fp16"):
             raise InputError(f"--amp must be auto, on, off, bf16 or fp16, got {self.amp!r}")
+        get_architecture(self.architecture)  # ModelFileError naming the known types
 
 
 @dataclass
@@ -303,7 +312,7 @@ class Trainer:
         self.train_ds: PairDataset = data.dataset("train")
         self.val_ds: PairDataset = data.dataset("val", augment=False)
         self._perm_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.generator: DeepZGenerator | None = None
+        self.generator: nn.Module | None = None
         self.discriminator: Discriminator | None = None
 
     # -- data ---------------------------------------------------------------------------
@@ -360,7 +369,6 @@ class Trainer:
 
     def _card(self, state: _State, wall_s: float) -> ModelCard:
         summary = self.data.summary
-        gen_cfg = DeepZConfig(width=self.cfg.width)
         training = {
             "validation_mae": state.best_mae,
             "best_step": state.best_step,
@@ -390,7 +398,7 @@ class Trainer:
         lo, hi = summary.dpm_range_um
         return ModelCard(
             name=self.out.name,
-            architecture={"type": "deepz-unet", "width": gen_cfg.width},
+            architecture=self.cfg.generator_architecture,
             optics=self.optics.to_dict(),
             z_range_um=(float(lo), float(hi)),
             dpm_scale_um=self.data.cfg.dpm_scale_um,
@@ -506,7 +514,7 @@ class Trainer:
         cfg, env, dev = self.cfg, self.env, self.device
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
-        g = DeepZGenerator(DeepZConfig(width=cfg.width)).to(dev)
+        g = build_network(cfg.generator_architecture).to(dev)
         d = Discriminator(DiscriminatorConfig(width=cfg.disc_width or cfg.width)).to(dev)
         self.generator, self.discriminator = g, d  # the latest (not the best) networks
         opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g)
@@ -628,7 +636,7 @@ class Trainer:
         curve = None
         if env.is_main:
             if best_weights is not None:  # rewrite the kept model's card with the final totals
-                final = DeepZGenerator(DeepZConfig(width=cfg.width))
+                final = build_network(cfg.generator_architecture)
                 final.load_state_dict(best_weights)
                 save_model(self.out, final, self._card(state, state.wall_s))
             if not (self.out / CHECKPOINT_DIR / "state.json").exists():  # no step was run
