@@ -63,3 +63,58 @@ def test_unit_normalize() -> None:
     assert abs(np.percentile(n, 0.1)) < 1e-5 and abs(np.percentile(n, 99.9) - 1) < 1e-5
     with pytest.raises(InputError, match="constant"):
         unit_normalize(np.ones((3, 8, 8)))
+
+
+def _tiny_model(folder) -> None:
+    from live_deepz.modelfile import ModelCard, save_model
+    from live_deepz.sim.thick import THICK_OPTICS
+
+    torch.manual_seed(0)
+    g = WFConGenerator(WFConConfig(width=0.0625))
+    card = ModelCard.for_generator(
+        "wf-tiny",
+        g,
+        THICK_OPTICS,
+        (0.0, 4.0),
+        modality={"input": "widefield", "output": "confocal"},
+        extra={"z_step_um": 0.5},
+    )
+    save_model(folder, g, card)
+
+
+def test_cli_refocus_stack(tmp_path) -> None:
+    import tifffile
+
+    from live_deepz.cli import main
+    from live_deepz.io import read_stack
+
+    _tiny_model(tmp_path / "wf-tiny")
+    stack = np.random.default_rng(3).integers(100, 1000, (6, 40, 40)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "wf.tif", stack)
+    out = tmp_path / "out.ome.tif"
+    args = ["refocus", "--stack", str(tmp_path / "wf.tif"), "--model", str(tmp_path / "wf-tiny")]
+    assert main([*args, "-o", str(out), "--no-progress"]) == 0
+    assert read_stack(out).data.shape == (6, 40, 40)
+    out2 = tmp_path / "out2.ome.tif"
+    assert main([*args, "-o", str(out2), "--z-subsample", "2", "--no-progress"]) == 0
+    assert read_stack(out2).data.shape == (11, 40, 40)
+    # an existing output is not replaced; a 2D model is refused for --stack
+    assert main([*args, "-o", str(out), "--no-progress"]) == 1
+    bad = ["refocus", "--stack", str(tmp_path / "wf.tif"), "-o", str(tmp_path / "x.tif")]
+    assert main(bad) == 1
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_deepz_model_still_loads_and_refocuses_identically() -> None:
+    from safetensors.torch import load_file
+
+    from live_deepz.modelfile import default_model_path, load_model
+    from live_deepz.network import DeepZGenerator
+
+    m = load_model(default_model_path())
+    assert type(m.generator).__name__ == "DeepZGenerator"
+    ref = DeepZGenerator(m.card.generator_config).eval()
+    ref.load_state_dict(load_file(str(m.path / "model.safetensors")))
+    x = torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m.generator(x), ref(x))
