@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -24,7 +26,7 @@ def test_tile_starts_cover_the_axis() -> None:
     assert tile_starts(10, 16, 4) == [0]
     s = tile_starts(100, 32, 8)
     assert s[0] == 0 and s[-1] == 68
-    assert all(b - a <= 24 for a, b in zip(s, s[1:], strict=False))
+    assert all(b - a <= 24 for a, b in itertools.pairwise(s))
 
 
 def test_tiled_equals_whole_for_a_local_model() -> None:
