@@ -158,6 +158,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mixed precision: --amp alone = on (bf16 on CPU); default auto (CUDA only)",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .train_wfcon import add_wfcon_arguments
+
+    add_wfcon_arguments(parser)
 
 
 def _optics(args: argparse.Namespace, stacks: list) -> Optics:
@@ -188,6 +191,10 @@ def _command_line() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "arch", "deepz-unet") == "wfcon3d":
+        from .train_wfcon import run_wfcon
+
+        return run_wfcon(args)
     from ..training import (
         CrossModalConfig,
         PairConfig,
