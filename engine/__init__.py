@@ -5,9 +5,14 @@ The live pipeline (:class:`LivePipeline`) pops camera frames from a pymmcore-plu
 (:func:`create_backend`) into a :class:`PlaneRing`, and hands them to a display
 (:meth:`LivePipeline.subscribe_latest`) and recorders (:meth:`LivePipeline.subscribe_all`,
 :meth:`LivePipeline.subscribe_raw`); :meth:`LivePipeline.stats` counts every frame.
+
+:class:`MDAProcessor` does the same inside pymmcore-plus multi-dimensional acquisitions
+(``core.run_mda(useq.MDASequence(...))``): every frame refocused off the acquisition thread,
+planes written beside pymmcore-plus' own raw files.
 """
 
 from ._ceiling import measure_matmul_ceiling
+from ._mda import MDAPlanes, MDAProcessor, MDASummary
 from ._onnx import export_onnx
 from ._pipeline import CapacityEstimate, LivePipeline
 from ._recorder import Recorder, RecordingSummary
@@ -47,6 +52,9 @@ __all__ = [
     "FrameRing",
     "LatestSubscriber",
     "LivePipeline",
+    "MDAPlanes",
+    "MDAProcessor",
+    "MDASummary",
     "PipelineError",
     "PipelineStats",
     "PlaneFrame",
