@@ -5,10 +5,15 @@ The live pipeline (:class:`LivePipeline`) pops camera frames from a pymmcore-plu
 (:func:`create_backend`) into a :class:`PlaneRing`, and hands them to a display
 (:meth:`LivePipeline.subscribe_latest`) and recorders (:meth:`LivePipeline.subscribe_all`,
 :meth:`LivePipeline.subscribe_raw`); :meth:`LivePipeline.stats` counts every frame.
+
+:class:`MDAProcessor` does the same inside pymmcore-plus multi-dimensional acquisitions
+(``core.run_mda(useq.MDASequence(...))``): every frame refocused off the acquisition thread,
+planes written beside pymmcore-plus' own raw files.
 """
 
 from ._bench import BenchConfig, format_summary, result_filename, run_bench
 from ._ceiling import measure_matmul_ceiling
+from ._mda import MDAPlanes, MDAProcessor, MDASummary
 from ._offline import ArrayPlan, RefocusInput, RefocusSummary, read_input, refocus_file
 from ._onnx import export_onnx
 from ._pipeline import CapacityEstimate, LivePipeline
@@ -22,6 +27,7 @@ from ._recorder import (
 )
 from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing
+from ._stack3d import DEFAULT_OVERLAP, DEFAULT_TILE, infer_stack
 from ._stats import STAGES, PipelineStats, SubscriberStats
 from ._subscribers import (
     EngineTooSlowError,
@@ -47,6 +53,8 @@ __all__ = [
     "ALIGN",
     "AUTO_ORDER",
     "BACKENDS",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
     "STAGES",
     "ArrayPlan",
     "Backend",
@@ -59,6 +67,9 @@ __all__ = [
     "FrameRing",
     "LatestSubscriber",
     "LivePipeline",
+    "MDAPlanes",
+    "MDAProcessor",
+    "MDASummary",
     "PipelineError",
     "PipelineStats",
     "PlanTimeline",
@@ -80,6 +91,7 @@ __all__ = [
     "create_backend",
     "export_onnx",
     "format_summary",
+    "infer_stack",
     "infer_tiled",
     "measure_matmul_ceiling",
     "model_metadata",

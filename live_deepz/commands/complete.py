@@ -17,7 +17,11 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recording", help="NAME.ome.tif, NAME.ome.zarr or NAME.journal.jsonl")
+    parser.add_argument(
+        "recording",
+        help="NAME.ome.tif, NAME.ome.zarr or NAME.journal.jsonl (an MDA recording: its raw "
+        "output or NAME.planes.zarr)",
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -88,7 +92,18 @@ def _models_for(header: dict[str, Any], args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recording import complete_recording, find_journal, load_journal, open_recording
+    from ..recording import (
+        complete_recording,
+        find_journal,
+        is_mda_recording,
+        load_journal,
+        open_recording,
+    )
+
+    if is_mda_recording(args.recording):  # record --mda: pymmcore-plus raw + NAME.planes.zarr
+        from .record_mda import run_mda_complete
+
+        return run_mda_complete(args, _models_for)
 
     journal, _fmt = find_journal(args.recording)
     header, _state, _ = load_journal(journal)
