@@ -547,6 +547,7 @@ class Recorder:
         the raw thread only records the pipeline's first one (so a recording whose planes
         were all lapped still has it), hence ``first_only``.
         """
+        norms: Any
         if used is not None and used[1] is not None:
             norms = {int(used[0]): used[1]}
         else:
