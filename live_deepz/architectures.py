@@ -47,6 +47,7 @@ DEEPZ_UNET = "deepz-unet"
 #: type name -> ``"module:function"`` that registers it (called on first lookup).
 BUILTIN_FAMILIES: dict[str, str] = {
     DEEPZ_UNET: "live_deepz.architectures:_register_deepz_unet",
+    "wfcon3d": "live_deepz.wfcon3d:register",
 }
 
 Build = Callable[[dict[str, Any]], nn.Module]

@@ -604,6 +604,12 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
                 f"{wpath}: tensor '{k}' has dtype {tensors[k].dtype}, expected float32; "
                 "re-save the model with save_model."
             )
+    broken = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelFileError(
+            f"{wpath}: {len(broken)} weight tensor(s) hold NaN or inf (first: '{broken[0]}'); "
+            "the model cannot refocus. Retrain it (a diverged training run) or copy it again."
+        )
 
     with torch.device("meta"):
         generator = family.build(card.architecture)

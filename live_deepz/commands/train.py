@@ -246,6 +246,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "only), fast bf16 on CPU too",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .train_wfcon import add_wfcon_arguments
+
+    add_wfcon_arguments(parser)
 
 
 def _optics(args: argparse.Namespace, stacks: list) -> Optics:
@@ -276,6 +279,10 @@ def _command_line() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "arch", "deepz-unet") == "wfcon3d":
+        from .train_wfcon import run_wfcon
+
+        return run_wfcon(args)
     from ..training import (
         CrossModalConfig,
         PairConfig,
