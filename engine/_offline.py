@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from live_deepz.dpm import PlanePlan, check_range, to_network_units
+from live_deepz.dpm import PlanePlan, check_range
 from live_deepz.errors import InputError
 from live_deepz.input_limits import check_finite_output, check_frame_size
 from live_deepz.normalize import Normalization, fit_normalization
 from live_deepz.recording import FrameInfo, RecordingWriter
+
+from ._refocuser import Refocuser
 
 __all__ = ["ArrayPlan", "RefocusInput", "RefocusSummary", "read_input", "refocus_file"]
 
@@ -410,8 +412,12 @@ def refocus_file(
         # one image: run the planes in groups so that the progress bar moves (planes, not images)
         n_images = source.n_frames * n_c
         group = k if n_images > 1 else max(1, -(-k // min(k, 16)))
+        # the range was checked (with notes) above
         nets = [
-            _plane_groups(to_network_units(dpms, float(m.card.dpm_scale_um)), group) for m in models
+            _plane_groups(
+                Refocuser(m, allow_out_of_range=True).network_dpms(dpms, checked=False), group
+            )
+            for m in models
         ]
         engine_desc: list[Any] = []
         for e in engines:

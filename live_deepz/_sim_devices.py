@@ -63,7 +63,9 @@ Set it while stopped; it cannot be combined with ``ReplayFrames``.
 Fault injection (for tests)
 ---------------------------
 ``FailAfterFrames`` = N > 0: every sequence raises :class:`~live_deepz.errors.CameraError`
-after delivering N frames. ``DropEvery`` = N > 0: every N-th exposure (frame counter
+after delivering N frames; ``snapImage`` (one-frame sequences outside the acquisition
+thread, e.g. the events of a pymmcore-plus MDA) raises once N snaps were delivered since
+the property was set. ``DropEvery`` = N > 0: every N-th exposure (frame counter
 ``k % N == N - 1``) is skipped: the camera waits the frame period but renders and delivers
 nothing, so the frame counter in the metadata has a gap (``DropEvery=1`` is refused).
 
@@ -463,12 +465,17 @@ class SimCamera(CameraDevice):
         self._binning_mode = "Average"
         self._roi: tuple[int, int, int, int] | None = None  # x, y, w, h in binned pixels
         self._fail_after = 0
+        self._snaps = 0  # snaps delivered since FailAfterFrames was set
         self._drop_every = 0
         self._replay_frames = 0
         self._channel_seq: tuple[int, ...] = ()
         self._actual_interval_ms = 0.0
         self._stream_thread: threading.Thread | None = None
         self._clock0 = time.perf_counter()  # experiment clock origin for the scene
+        self.stream_origin_s = 0.0
+        """Scene time (s) of the last sequence's camera time 0: a frame stamped
+        ``camera_time_ms`` was rendered at scene time ``stream_origin_s + camera_time_ms/1000``
+        (ground truth of simulated recordings)."""
         self.last_error: BaseException | None = None
         """The error that ended the last sequence (``None`` if it ended normally)."""
 
@@ -521,6 +528,11 @@ class SimCamera(CameraDevice):
             property_type=str,
             is_read_only=True,
         )
+
+    @property
+    def source(self) -> FrameSource:
+        """What the camera renders (the :class:`~live_deepz.sim.scene.SimScene`)."""
+        return self._source
 
     # ------------------------------------------------------------ mandatory API
 
@@ -590,6 +602,7 @@ class SimCamera(CameraDevice):
 
     def _set_fail_after(self, value: int) -> None:
         self._fail_after = int(value)
+        self._snaps = 0
         self._emit_prop("FailAfterFrames", self._fail_after)
 
     def _get_drop_every(self) -> int:
@@ -742,9 +755,19 @@ class SimCamera(CameraDevice):
             # if this generator is left suspended at a yield
             self._stream_thread = threading.current_thread()
         t_start = time.perf_counter()
+        self.stream_origin_s = t_start - self._clock0
         next_start = t_start
         k = 0  # camera frame counter (exposures)
         delivered = 0
+        snap = not in_thread and n == 1  # snapImage (e.g. each event of an MDA)
+        if snap and fail_after and self._snaps >= fail_after:
+            err = CameraError(
+                f"SimCamera fault injected after {self._snaps} snaps "
+                f"(FailAfterFrames={fail_after})"
+            )
+            self.last_error = err
+            self._emit_prop("LastError", err)
+            raise err
         try:
             while n is None or delivered < n:
                 if fail_after and delivered >= fail_after:
@@ -796,6 +819,8 @@ class SimCamera(CameraDevice):
                 if dropped:
                     continue
                 delivered += 1
+                if snap:
+                    self._snaps += 1
                 self._actual_interval_ms = (time.perf_counter() - t_start) * 1000.0 / k
                 yield {
                     META_FRAME: frame,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ __all__ = [
     "META_STAGE_Z_UM",
     "PIXEL_CONFIG",
     "SIM_CAMERA",
+    "SIM_CHANNEL_GROUP",
     "SIM_FOCUS",
     "SIM_SAMPLES",
     "SIM_XY",
@@ -70,6 +72,7 @@ __all__ = [
     "SimXYStage",
     "build_scene",
     "open_core",
+    "sim_camera",
 ]
 
 SIM_CAMERA = "Camera"
@@ -78,6 +81,8 @@ SIM_FOCUS = "Z"
 """Device label of the simulated focus drive."""
 SIM_XY = "XY"
 """Device label of the simulated XY stage."""
+SIM_CHANNEL_GROUP = "Channel"
+"""Channel group of ``open_core("sim")``: one preset per scene channel (MDA channels)."""
 PIXEL_CONFIG = "Res1x"
 """Name of the pixel-size configuration ``open_core("sim")`` defines."""
 
@@ -204,6 +209,17 @@ def build_scene(
     return scene
 
 
+_SIM_CAMERAS: weakref.WeakKeyDictionary[Any, SimCamera] = weakref.WeakKeyDictionary()
+
+
+def sim_camera(core: Any) -> SimCamera | None:
+    """The :class:`SimCamera` of a core made by ``open_core("sim")`` (None otherwise)."""
+    try:
+        return _SIM_CAMERAS.get(core)
+    except TypeError:  # not weak-referenceable: not ours
+        return None
+
+
 def _open_sim(
     *,
     sample: Any = "beads",
@@ -238,6 +254,7 @@ def _open_sim(
     camera = SimCamera(scene, focus=focus, xy=xy, stop_event=stop_event)
     for label, dev in ((SIM_CAMERA, camera), (SIM_FOCUS, focus), (SIM_XY, xy)):
         core.loadPyDevice(label, dev)
+    _SIM_CAMERAS[core] = camera
     core.initializeAllDevices()
     core.setCameraDevice(SIM_CAMERA)
     core.setFocusDevice(SIM_FOCUS)
@@ -248,4 +265,22 @@ def _open_sim(
     core.setPixelSizeAffine(PIXEL_CONFIG, [px, 0.0, 0.0, 0.0, px, 0.0])
     core.setPixelSizeConfig(PIXEL_CONFIG)
     core.setExposure(float(exposure_ms))
+    # no shutter device: with auto-shutter on, pymmcore-plus' MDA engine would try to close
+    # the (missing) shutter after every snap and fail
+    core.setAutoShutter(False)
+    _define_channel_group(core, camera)
     return core
+
+
+def _define_channel_group(core: CMMCorePlus, camera: SimCamera) -> None:
+    """Channel group :data:`SIM_CHANNEL_GROUP`: one preset per scene channel (the camera's
+    ``ChannelNames``), each selecting that channel through ``ChannelSequence``, so that
+    ``useq.MDASequence(channels=["nuclei", "calcium"])`` switches channels between snaps."""
+    names = [n for n in str(core.getProperty(SIM_CAMERA, "ChannelNames")).split(",") if n]
+    if len(names) < 2:  # one channel: nothing to switch (a preset still names it)
+        names = names[:1]
+    for i, name in enumerate(names):
+        value = str(i) if len(names) > 1 else ""
+        core.defineConfig(SIM_CHANNEL_GROUP, name, SIM_CAMERA, "ChannelSequence", value)
+    if names:
+        core.setChannelGroup(SIM_CHANNEL_GROUP)

@@ -88,7 +88,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser, default_planes: str | No
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="TIFF / OME-TIFF: (Y,X), (T,Y,X), z-stack, multi-channel")
+    parser.add_argument(
+        "input", nargs="?", help="TIFF / OME-TIFF: (Y,X), (T,Y,X), z-stack, multi-channel"
+    )
     parser.add_argument("-o", "--output", required=True, help="NAME.ome.tif or NAME.ome.zarr")
     add_plan_arguments(parser, default_planes=None)
     parser.add_argument(
@@ -112,6 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_units_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .refocus_stack import add_stack_arguments
+
+    add_stack_arguments(parser)
 
 
 # --------------------------------------------------------------------------- surfaces
@@ -282,6 +287,12 @@ def load_models(spec: str | None) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "stack", None):
+        from .refocus_stack import run_stack
+
+        return run_stack(args)
+    if not args.input:
+        raise InputError("give an image / video to refocus (or --stack STACK for a 3D model)")
     from ..engine._offline import read_input, refocus_file  # type: ignore[import-not-found]
 
     models = load_models(args.model)
