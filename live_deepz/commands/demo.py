@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+from ..sample_names import sample_argument, samples_help
+
 __all__ = ["add_app_arguments", "add_arguments", "display_available", "prepare_display", "run"]
 
 NO_DISPLAY = 2
@@ -58,7 +60,13 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sample", default="beads", help="simulated sample: beads, worm, ...")
+    parser.add_argument(
+        "--sample",
+        type=sample_argument(),  # type: ignore[arg-type]
+        default="beads",
+        metavar="SAMPLE",
+        help=f"simulated sample: {samples_help()}",
+    )
     parser.add_argument("--size", type=int, default=512, help="simulated frame size (px)")
     parser.add_argument("--seed", type=int, default=0, help="simulated sample seed")
     add_app_arguments(parser)

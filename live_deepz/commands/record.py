@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..sample_names import sample_argument, samples_help
 from ._feedback import print_completion_notice, record_progress_line
 from .refocus import add_plan_arguments, add_units_argument, build_plan, load_models
 
@@ -248,7 +249,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave the planes the engine skipped for `live-deepz complete`",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing recording")
-    parser.add_argument("--sim-sample", default="beads", help="simulated sample (--sim)")
+    parser.add_argument(
+        "--sim-sample",
+        type=sample_argument(),  # type: ignore[arg-type]
+        default="beads",
+        metavar="SAMPLE",
+        help=f"simulated sample (--sim): {samples_help()}",
+    )
     parser.add_argument("--sim-size", type=int, default=512, help="simulated frame size (--sim)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
 
