@@ -18,7 +18,14 @@ import sys
 
 from ..sample_names import sample_argument, samples_help
 
-__all__ = ["add_app_arguments", "add_arguments", "display_available", "prepare_display", "run"]
+__all__ = [
+    "add_app_arguments",
+    "add_arguments",
+    "check_screenshot_path",
+    "display_available",
+    "prepare_display",
+    "run",
+]
 
 NO_DISPLAY = 2
 
@@ -86,9 +93,33 @@ def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def check_screenshot_path(path: str) -> None:
+    """Fail at once (not after streaming) when the screenshot cannot be written there."""
+    from ..errors import InputError
+
+    p = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(p)
+    if not p.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")):
+        raise InputError(f"--screenshot {path}: give a .png (or .jpg/.tif) file name")
+    if not os.path.isdir(folder):
+        raise InputError(f"cannot write the screenshot {path}: the folder {folder} does not exist")
+    existed = os.path.exists(p)
+    try:
+        with open(p, "ab"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the screenshot {path}: {exc.strerror or exc}; choose a folder you "
+            "can write to"
+        ) from None
+    if not existed:
+        os.remove(p)
+
+
 def prepare_display(args: argparse.Namespace, command: str) -> int | None:
     """Set up Qt's platform before it is imported; an exit status if no window can open."""
     if args.screenshot:
+        check_screenshot_path(args.screenshot)
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         if args.seconds is None:
             args.seconds = 5.0
