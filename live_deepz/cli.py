@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "bench": "benchmark the inference engine and the live pipeline",
     "calibrate": "estimate a sample's tilt / curvature surface from an image",
     "activity": "neurons in 3D, their ΔF/F traces and clusters from a two-channel recording",
+    "register": "the shift between a wide-field and a confocal z-stack (PSF or xcorr)",
     "demo": "open the live app on the simulated microscope",
     "gui": "open the live app on a Micro-Manager configuration",
 }

@@ -18,16 +18,26 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from .architectures import (
+    DEEPZ_UNET,
+    architecture_of,
+    expected_shapes,
+    get_architecture,
+    unwrap_module,
+)
 from .errors import LiveDeepzError, ModelFileError
-from .network import DeepZConfig, DeepZGenerator
 from .optics import Optics
+
+if TYPE_CHECKING:
+    from .network import DeepZConfig
 
 __all__ = [
     "ARCHITECTURE_TYPE",
@@ -39,6 +49,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "LoadedModel",
     "ModelCard",
+    "UnfinishedModelWarning",
     "available_models",
     "bundled_models",
     "bundled_models_dir",
@@ -48,13 +59,15 @@ __all__ = [
     "model_summary",
     "resolve_model",
     "save_model",
+    "training_warning",
     "user_models",
     "weights_sha256",
 ]
 
 FORMAT_NAME = "live-deepz"
 FORMAT_VERSION = 1
-ARCHITECTURE_TYPE = "deepz-unet"
+ARCHITECTURE_TYPE = DEEPZ_UNET
+"""The default family (the Deep-Z U-Net); any type in ``architectures`` loads."""
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 DEFAULT_MODEL_NAME = "deepz-sim20x-default"
@@ -99,7 +112,8 @@ class ModelCard:
 
     name: str
     architecture: dict[str, Any]
-    """``{"type": "deepz-unet", "width": w}`` (optionally ``in_channels``, ``out_channels``)."""
+    """``{"type": <a registered family>, ...}``; Deep-Z: ``{"type": "deepz-unet", "width": w}``
+    (optionally ``in_channels``, ``out_channels``). See :mod:`live_deepz.architectures`."""
     optics: dict[str, float]
     """The optics the model was trained for, ``Optics.to_dict()``."""
     z_range_um: tuple[float, float]
@@ -123,16 +137,15 @@ class ModelCard:
     def for_generator(
         cls,
         name: str,
-        generator: DeepZGenerator,
+        generator: nn.Module,
         optics: Optics,
         z_range_um: tuple[float, float],
         **kwargs: Any,
     ) -> ModelCard:
         """A card whose ``architecture`` and ``optics`` come from the objects given."""
-        cfg = _unwrap(generator).config
         return cls(
             name=name,
-            architecture=_architecture_of(cfg),
+            architecture=architecture_of(generator),
             optics=optics.to_dict(),
             z_range_um=z_range_um,
             **kwargs,
@@ -178,12 +191,22 @@ class ModelCard:
         return Optics.from_dict(self.optics)
 
     @property
+    def architecture_type(self) -> str:
+        return str(self.architecture["type"])
+
+    @property
     def generator_config(self) -> DeepZConfig:
+        """The Deep-Z generator's config (a ``deepz-unet`` card only)."""
+        from .network import DeepZConfig
+
         arch = self.architecture
+        if arch["type"] != DEEPZ_UNET:
+            raise ValueError(f"a {arch['type']!r} model has no DeepZConfig")
         return DeepZConfig(
             width=float(arch["width"]),
             in_channels=int(arch.get("in_channels", 2)),
             out_channels=int(arch.get("out_channels", 1)),
+            residual=bool(arch.get("residual", False)),
         )
 
     @property
@@ -250,18 +273,15 @@ def _validate_card_dict(d: Any, source: str) -> None:
     arch = d["architecture"]
     if "type" not in arch:
         raise bad("architecture.type", "is missing")
-    if arch["type"] != ARCHITECTURE_TYPE:
-        raise bad(
-            "architecture.type",
-            f"is {arch['type']!r}; this live-deepz only runs {ARCHITECTURE_TYPE!r} models",
-        )
-    if "width" not in arch:
-        raise bad("architecture.width", "is missing")
-    if not _is_number(arch["width"]) or arch["width"] <= 0:
-        raise bad("architecture.width", f"must be a positive number, got {arch['width']!r}")
-    for key in ("in_channels", "out_channels"):
-        if key in arch and (not isinstance(arch[key], int) or arch[key] < 1):
-            raise bad(f"architecture.{key}", f"must be a positive integer, got {arch[key]!r}")
+    try:
+        family = get_architecture(arch["type"]) if isinstance(arch["type"], str) else None
+    except ModelFileError as exc:
+        raise bad("architecture.type", f"is {arch['type']!r}: {exc}") from None
+    if family is None:
+        raise bad("architecture.type", f"must be a string, got {arch['type']!r}")
+    problem = family.validate(arch) if family.validate is not None else None
+    if problem is not None:
+        raise bad(f"architecture.{problem[0]}", problem[1])
 
     optics = d["optics"]
     for key in OPTICS_KEYS:
@@ -285,23 +305,6 @@ def _validate_card_dict(d: Any, source: str) -> None:
         value = d["modality"].get(key)
         if value not in MODALITIES:
             raise bad(f"modality.{key}", f"must be one of {list(MODALITIES)}, got {value!r}")
-
-
-def _architecture_of(cfg: DeepZConfig) -> dict[str, Any]:
-    arch: dict[str, Any] = {"type": ARCHITECTURE_TYPE, "width": cfg.width}
-    if cfg.in_channels != 2:
-        arch["in_channels"] = cfg.in_channels
-    if cfg.out_channels != 1:
-        arch["out_channels"] = cfg.out_channels
-    return arch
-
-
-def _unwrap(generator: nn.Module) -> DeepZGenerator:
-    """The DeepZGenerator inside a ``torch.compile`` wrapper (or the module itself)."""
-    inner = getattr(generator, "_orig_mod", generator)
-    if not isinstance(inner, DeepZGenerator):
-        raise TypeError(f"expected a DeepZGenerator, got {type(inner).__name__}")
-    return inner
 
 
 # ---------------------------------------------------------------------------------------
@@ -467,23 +470,17 @@ def _check_ours(header: dict[str, Any], path: Path) -> dict[str, str]:
     return meta
 
 
-def _expected_shapes(cfg: DeepZConfig) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        g = DeepZGenerator(cfg)
-    return {k: tuple(v.shape) for k, v in g.state_dict().items()}
-
-
 def save_model(folder: str | os.PathLike[str], generator: nn.Module, card: ModelCard) -> Path:
     """Write ``folder/model.safetensors`` (fp32) and ``folder/card.json``; returns the folder.
 
     Each file is written to a temporary name and renamed into place. The folder's name is
     what ``resolve_model`` matches, so make it the card's ``name``.
     """
-    gen = _unwrap(generator)
+    gen = unwrap_module(generator)
     _validate_card_dict(card.to_dict(), source="save_model card")  # fields may have been edited
-    arch = _architecture_of(gen.config)
-    card_cfg = card.generator_config
-    if card_cfg != gen.config:
+    arch = architecture_of(gen)
+    shapes = {k: tuple(v.shape) for k, v in gen.state_dict().items()}
+    if arch["type"] != card.architecture["type"] or expected_shapes(card.architecture) != shapes:
         raise ValueError(
             f"card architecture {card.architecture} does not match the generator's {arch}"
         )
@@ -515,11 +512,41 @@ def _write_atomic(path: Path, data: bytes) -> None:
 @dataclass
 class LoadedModel:
     card: ModelCard
-    generator: DeepZGenerator
-    """In eval mode, fp32, on the requested device."""
+    generator: nn.Module
+    """In eval mode, fp32, on the requested device (the card's architecture family)."""
     weights_sha256: str
     path: Path
     """The model folder."""
+
+
+class UnfinishedModelWarning(UserWarning):
+    """A model whose training was interrupted or is too short to be useful."""
+
+
+def training_warning(card: ModelCard) -> str | None:
+    """Why this model may not be a finished one (from its card), or None.
+
+    ``training.complete`` false: the run stopped before its end (the folder holds the best
+    model so far); ``training.short`` true: fewer steps than its recipe needs to be useful.
+    Cards without these keys (models written before they existed) give None.
+    """
+    t = card.training
+    steps = t.get("steps")
+    if t.get("complete") is False:
+        planned = t.get("planned_steps")
+        of = f" of {planned}" if planned is not None else ""
+        return (
+            f"model {card.name!r}: its training was interrupted after {steps}{of} steps "
+            "(card training.complete = false); it is the best model of an unfinished run. "
+            "Resume it with `live-deepz train ... --resume` or train it again."
+        )
+    if t.get("short") is True:
+        return (
+            f"model {card.name!r}: trained only {steps} steps, fewer than the "
+            f"{t.get('min_useful_steps')} its recipe needs (card training.short = true); "
+            "expect it not to refocus well."
+        )
+    return None
 
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
@@ -542,12 +569,13 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         ) from None
     del data
 
-    expected = _expected_shapes(card.generator_config)
+    family = get_architecture(card.architecture_type)
+    expected = expected_shapes(card.architecture)
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
     if missing and len(missing) == len(expected):
         raise ModelFileError(
-            f"{wpath}: none of its tensors are Deep-Z generator weights (it has e.g. "
+            f"{wpath}: none of its tensors are {family.type_name} weights (it has e.g. "
             f"{unexpected[:3]}); it is not a live-deepz model file. {_HOW_TO_PASS}."
         )
     saved_arch = meta.get("architecture", "?")
@@ -576,12 +604,21 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
                 f"{wpath}: tensor '{k}' has dtype {tensors[k].dtype}, expected float32; "
                 "re-save the model with save_model."
             )
+    broken = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelFileError(
+            f"{wpath}: {len(broken)} weight tensor(s) hold NaN or inf (first: '{broken[0]}'); "
+            "the model cannot refocus. Retrain it (a diverged training run) or copy it again."
+        )
 
     with torch.device("meta"):
-        generator = DeepZGenerator(card.generator_config)
+        generator = family.build(card.architecture)
     state = {k: v.to(torch.float32).contiguous() for k, v in tensors.items()}
     generator.load_state_dict(state, strict=True, assign=True)
     generator = generator.to(device).eval()
+    note = training_warning(card)
+    if note is not None:
+        warnings.warn(note, UnfinishedModelWarning, stacklevel=2)
     return LoadedModel(card=card, generator=generator, weights_sha256=sha, path=folder)
 
 
@@ -604,7 +641,8 @@ def model_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         row["card_name"] = card.name  # --model takes the folder name
     row.update(
         description=card.description,
-        width=card.architecture["width"],
+        architecture=card.architecture_type,
+        width=card.architecture.get("width"),
         parameters=n_params,
         z_range_um=list(card.z_range_um),
         dpm_scale_um=card.dpm_scale_um,
@@ -612,5 +650,10 @@ def model_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         modality=dict(card.modality),
         validation_mae=card.validation_mae,
         training_steps=card.training.get("steps"),
+        residual=bool(card.architecture.get("residual", False)),
+        recipe=card.training.get("recipe"),
     )
+    note = training_warning(card)
+    if note is not None:
+        row["warning"] = note
     return row

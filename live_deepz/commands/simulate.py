@@ -29,7 +29,15 @@ import numpy as np
 from ..errors import InputError
 from ..optics import Optics
 
-SAMPLES = ("beads", "beads-tilted", "beads-cylinder", "beads-volume", "worm", "filaments")
+SAMPLES = (
+    "beads",
+    "beads-tilted",
+    "beads-cylinder",
+    "beads-volume",
+    "worm",
+    "filaments",
+    "brain-slice",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +82,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="camera noise (--no-noise: the expected counts, rounded)",
+    )
+    parser.add_argument(
+        "--modality",
+        choices=("widefield", "confocal"),
+        default="widefield",
+        help="brain-slice: which microscope images the sample (same seed = same sample)",
+    )
+    parser.add_argument(
+        "--planes", type=int, default=32, help="brain-slice: planes spanning the slice (32)"
+    )
+    parser.add_argument(
+        "--shift",
+        nargs=3,
+        type=float,
+        default=(0.0, 0.0, 0.0),
+        metavar=("Z", "Y", "X"),
+        help="brain-slice confocal: move the content by (planes, px, px), for registration tests",
     )
     parser.add_argument("--compress", action="store_true", help="lossless zlib compression")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -124,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
     from ..sim.camera import CameraModel
     from ..sim.render import Renderer
 
+    if args.sample == "brain-slice":
+        from .simulate_thick import run_thick
+
+        return run_thick(args)
+    if getattr(args, "modality", "widefield") != "widefield":
+        raise InputError("--modality confocal is simulated for --sample brain-slice only")
     lo, hi = sorted(args.z_range)
     if args.z_step <= 0:
         raise InputError(f"--z-step must be > 0, got {args.z_step}")
