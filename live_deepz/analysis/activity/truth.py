@@ -104,7 +104,7 @@ def recording_truth(
             "cluster": cluster.tolist(),
         },
         "time_points": {
-            "t_s": [_list(row) for row in t],
+            "t_s": [_list(row, 6) for row in t],
             "dff": [_list(row) for row in dff],
             "motion_zyx_um": [_list(row) for row in motion],
         },
