@@ -175,10 +175,10 @@ def evaluate_real(model_path: Path, args: argparse.Namespace) -> tuple[dict[str,
     n = int(np.floor(args.dz_max_um / Z_STEP_UM + 1e-9))
     dz = [round(k * Z_STEP_UM, 6) for k in range(-n, n + 1, args.dz_every)]
     dz = [d for d in dz if lo - 1e-6 <= d <= hi + 1e-6]
-    from live_deepz.engine import create_backend
+    from live_deepz.engine import Refocuser, create_backend
 
     backend = create_backend("auto", model.generator, precision="fp32", device="cpu")
-    res = evaluate_stack(model, stack, z, inputs, dz, backend=backend)
+    res = evaluate_stack(model, stack, z, inputs, dz, refocuser=Refocuser(model, backend))
     rep = res.report
     rep["held_out"] = {
         "columns_of_transposed_stack": [xb, int(xb + stack.shape[2])],

@@ -231,6 +231,7 @@ def bench_sustained(
 def bench_completion(tmp: Path, size: int, k: int, frames: int, width: float) -> dict[str, Any]:
     import torch
 
+    from live_deepz.engine import Refocuser
     from live_deepz.engine.backends import create_backend
     from live_deepz.network import DeepZConfig, DeepZGenerator
     from live_deepz.recording import FrameInfo, RecordingWriter, complete_recording
@@ -254,7 +255,9 @@ def bench_completion(tmp: Path, size: int, k: int, frames: int, width: float) ->
         np.empty((k, size, size), np.float32),
     )  # warm-up
     t0 = time.perf_counter()
-    rep = complete_recording(d / "c.ome.tif", backend.infer, progress=False)
+    rep = complete_recording(
+        d / "c.ome.tif", Refocuser.for_recording(d / "c.ome.tif", backend), progress=False
+    )
     t = time.perf_counter() - t0
     res = {
         "model_width": width,

@@ -5,12 +5,18 @@ The live pipeline (:class:`LivePipeline`) pops camera frames from a pymmcore-plu
 (:func:`create_backend`) into a :class:`PlaneRing`, and hands them to a display
 (:meth:`LivePipeline.subscribe_latest`) and recorders (:meth:`LivePipeline.subscribe_all`,
 :meth:`LivePipeline.subscribe_raw`); :meth:`LivePipeline.stats` counts every frame.
+
+:class:`MDAProcessor` does the same inside pymmcore-plus multi-dimensional acquisitions
+(``core.run_mda(useq.MDASequence(...))``): every frame refocused off the acquisition thread,
+planes written beside pymmcore-plus' own raw files.
 """
 
 from ._ceiling import measure_matmul_ceiling
+from ._mda import MDAPlanes, MDAProcessor, MDASummary
 from ._onnx import export_onnx
 from ._pipeline import CapacityEstimate, LivePipeline
 from ._recorder import Recorder, RecordingSummary
+from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing
 from ._stats import STAGES, PipelineStats, SubscriberStats
 from ._subscribers import (
@@ -46,6 +52,9 @@ __all__ = [
     "FrameRing",
     "LatestSubscriber",
     "LivePipeline",
+    "MDAPlanes",
+    "MDAProcessor",
+    "MDASummary",
     "PipelineError",
     "PipelineStats",
     "PlaneFrame",
@@ -54,6 +63,7 @@ __all__ = [
     "RawFrame",
     "Recorder",
     "RecordingSummary",
+    "Refocuser",
     "RingClosed",
     "SlotRing",
     "StreamSubscriber",

@@ -71,11 +71,12 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from live_deepz.dpm import PlanePlan, check_range, to_network_units
+from live_deepz.dpm import PlanePlan, check_range
 from live_deepz.errors import CameraError, InputError, LiveDeepzError
 from live_deepz.microscope import META_CAMERA_TIME_MS, META_CHANNEL, META_FRAME, META_STAGE_Z_UM
 from live_deepz.normalize import Normalization, fit_normalization
 
+from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing, allocate_host
 from ._stats import PipelineStats, StatsCollector
 from ._subscribers import (
@@ -301,6 +302,20 @@ class LivePipeline:
         self._dpm_scale_um = float(dpm_scale_um)
         if not self._dpm_scale_um > 0:
             raise InputError(f"dpm_scale_um must be > 0, got {dpm_scale_um!r}")
+        # the card's rules (range check, µm -> network units) around each channel's backend
+        made: dict[int, Refocuser] = {}
+        self._refocusers = [
+            made.setdefault(
+                id(b),
+                Refocuser.from_range(
+                    self._z_range_um,
+                    self._dpm_scale_um,
+                    b,
+                    allow_out_of_range=bool(allow_out_of_range),
+                ),
+            )
+            for b in backends
+        ]
         self._mode: Mode = mode
         self._ring_slots = int(ring_slots)
         self._plane_slots = int(plane_slots)
@@ -396,6 +411,24 @@ class LivePipeline:
     def backends(self) -> list[_BackendLike]:
         """One backend per channel (the same object where channels share a model)."""
         return list(self._backends)
+
+    @property
+    def refocusers(self) -> list[Refocuser]:
+        """One :class:`Refocuser` per channel (the card's range and DPM scale around the
+        channel's backend); recording completion refocuses with them."""
+        return list(self._refocusers)
+
+    @property
+    def z_range_um(self) -> tuple[float, float]:
+        return self._z_range_um
+
+    @property
+    def dpm_scale_um(self) -> float:
+        return self._dpm_scale_um
+
+    @property
+    def allow_out_of_range(self) -> bool:
+        return self._allow_oor
 
     @property
     def channels(self) -> tuple[str, ...] | None:
@@ -946,10 +979,11 @@ class LivePipeline:
                 f"plan {ps.plan_id} returned DPMs of shape {dpms.shape}, expected "
                 f"{(k, *run.shape)} (K planes, frame height, width)"
             )
-        if not self._allow_oor:
-            check_range(dpms, self._z_range_um, allow=False, what=f"the DPMs of plan {ps.plan_id}")
         view = run.dpm_net[:k]  # a new view object of the preallocated buffer
-        to_network_units(dpms, self._dpm_scale_um, out=view)
+        # allowed out-of-range plans warned once at set_plan: not checked per frame then
+        self._refocusers[0].network_dpms(
+            dpms, out=view, what=f"the DPMs of plan {ps.plan_id}", checked=not self._allow_oor
+        )
         view.flags.writeable = False
         run.dpm_src, run.dpm_src_plan, run.dpm_view = dpms, ps.plan_id, view
         return view
@@ -971,7 +1005,7 @@ class LivePipeline:
         rng = np.random.default_rng(0)
         x = rng.random(shape, dtype=np.float32)
         dpms = ps.plan.dpms_for_frame(0, 0.0, shape)
-        net = to_network_units(dpms, self._dpm_scale_um)
+        net = self._refocusers[0].network_dpms(dpms, checked=False)
         out = np.empty((k, *shape), np.float32)
         self._backend.prepare(shape[0], shape[1], k)
         times = []

@@ -798,16 +798,11 @@ class Recorder:
                 # plans with a journaled DPM timeline (drift) are rebuilt from it: the live
                 # object only knows its current correction, not that of every frame
                 static = {i: q for i, q in self._plans.items() if not PlanTimeline.is_drift(q)}
-                infer: Any = p.backend.infer
-                if self.channels is not None:  # one backend per channel
-                    infer = [b.infer for b in p.backends]
+                refocusers = p.refocusers  # one per channel: the card's range and DPM scale
                 self.completion = complete_recording(
                     writer.paths.base,
-                    infer,
+                    refocusers if self.channels is not None else refocusers[0],
                     plans=static,
-                    dpm_scale_um=getattr(p, "_dpm_scale_um", None),
-                    z_range_um=getattr(p, "_z_range_um", None),
-                    allow_out_of_range=bool(getattr(p, "_allow_oor", False)),
                     progress=self.progress,
                     summary=summary_json,
                 )

@@ -63,7 +63,9 @@ Set it while stopped; it cannot be combined with ``ReplayFrames``.
 Fault injection (for tests)
 ---------------------------
 ``FailAfterFrames`` = N > 0: every sequence raises :class:`~live_deepz.errors.CameraError`
-after delivering N frames. ``DropEvery`` = N > 0: every N-th exposure (frame counter
+after delivering N frames; ``snapImage`` (one-frame sequences outside the acquisition
+thread, e.g. the events of a pymmcore-plus MDA) raises once N snaps were delivered since
+the property was set. ``DropEvery`` = N > 0: every N-th exposure (frame counter
 ``k % N == N - 1``) is skipped: the camera waits the frame period but renders and delivers
 nothing, so the frame counter in the metadata has a gap (``DropEvery=1`` is refused).
 
@@ -463,6 +465,7 @@ class SimCamera(CameraDevice):
         self._binning_mode = "Average"
         self._roi: tuple[int, int, int, int] | None = None  # x, y, w, h in binned pixels
         self._fail_after = 0
+        self._snaps = 0  # snaps delivered since FailAfterFrames was set
         self._drop_every = 0
         self._replay_frames = 0
         self._channel_seq: tuple[int, ...] = ()
@@ -599,6 +602,7 @@ class SimCamera(CameraDevice):
 
     def _set_fail_after(self, value: int) -> None:
         self._fail_after = int(value)
+        self._snaps = 0
         self._emit_prop("FailAfterFrames", self._fail_after)
 
     def _get_drop_every(self) -> int:
@@ -755,6 +759,15 @@ class SimCamera(CameraDevice):
         next_start = t_start
         k = 0  # camera frame counter (exposures)
         delivered = 0
+        snap = not in_thread and n == 1  # snapImage (e.g. each event of an MDA)
+        if snap and fail_after and self._snaps >= fail_after:
+            err = CameraError(
+                f"SimCamera fault injected after {self._snaps} snaps "
+                f"(FailAfterFrames={fail_after})"
+            )
+            self.last_error = err
+            self._emit_prop("LastError", err)
+            raise err
         try:
             while n is None or delivered < n:
                 if fail_after and delivered >= fail_after:
@@ -806,6 +819,8 @@ class SimCamera(CameraDevice):
                 if dropped:
                     continue
                 delivered += 1
+                if snap:
+                    self._snaps += 1
                 self._actual_interval_ms = (time.perf_counter() - t_start) * 1000.0 / k
                 yield {
                     META_FRAME: frame,

@@ -61,6 +61,7 @@ __all__ = [
     "META_STAGE_Z_UM",
     "PIXEL_CONFIG",
     "SIM_CAMERA",
+    "SIM_CHANNEL_GROUP",
     "SIM_FOCUS",
     "SIM_SAMPLES",
     "SIM_XY",
@@ -80,6 +81,8 @@ SIM_FOCUS = "Z"
 """Device label of the simulated focus drive."""
 SIM_XY = "XY"
 """Device label of the simulated XY stage."""
+SIM_CHANNEL_GROUP = "Channel"
+"""Channel group of ``open_core("sim")``: one preset per scene channel (MDA channels)."""
 PIXEL_CONFIG = "Res1x"
 """Name of the pixel-size configuration ``open_core("sim")`` defines."""
 
@@ -262,4 +265,22 @@ def _open_sim(
     core.setPixelSizeAffine(PIXEL_CONFIG, [px, 0.0, 0.0, 0.0, px, 0.0])
     core.setPixelSizeConfig(PIXEL_CONFIG)
     core.setExposure(float(exposure_ms))
+    # no shutter device: with auto-shutter on, pymmcore-plus' MDA engine would try to close
+    # the (missing) shutter after every snap and fail
+    core.setAutoShutter(False)
+    _define_channel_group(core, camera)
     return core
+
+
+def _define_channel_group(core: CMMCorePlus, camera: SimCamera) -> None:
+    """Channel group :data:`SIM_CHANNEL_GROUP`: one preset per scene channel (the camera's
+    ``ChannelNames``), each selecting that channel through ``ChannelSequence``, so that
+    ``useq.MDASequence(channels=["nuclei", "calcium"])`` switches channels between snaps."""
+    names = [n for n in str(core.getProperty(SIM_CAMERA, "ChannelNames")).split(",") if n]
+    if len(names) < 2:  # one channel: nothing to switch (a preset still names it)
+        names = names[:1]
+    for i, name in enumerate(names):
+        value = str(i) if len(names) > 1 else ""
+        core.defineConfig(SIM_CHANNEL_GROUP, name, SIM_CAMERA, "ChannelSequence", value)
+    if names:
+        core.setChannelGroup(SIM_CHANNEL_GROUP)

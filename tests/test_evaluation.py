@@ -35,6 +35,7 @@ from live_deepz.analysis.evaluation import (
     write_plots,
 )
 from live_deepz.cli import main
+from live_deepz.engine import Refocuser
 from live_deepz.errors import DPMRangeError, InputError
 
 pytestmark = pytest.mark.timeout(300)
@@ -229,7 +230,7 @@ def test_protocol_with_a_physics_oracle_passes_every_target(
     # (the flat slide's PSF is symmetric about focus: offsets -2 and +3, not +-3, so that the
     # oracle can tell its inputs apart)
     oracle = OracleBackend(sample, size, [0.0, -2.0, 3.0], cfg.exposure_ms)
-    res = evaluate(model, cfg, backend=oracle)
+    res = evaluate(model, cfg, Refocuser(model, oracle))
     rep = res.report
     assert oracle.calls == 3
     beads = rep["samples"]["beads-flat"]["beads"]
@@ -295,7 +296,7 @@ def test_evaluate_stack_on_a_measured_stack(tmp_path: Path) -> None:
         z,
         input_z_um=[2.5, 4.0],
         dz_um=[-2.0, -1.0, 0.0, 1.0, 2.0],
-        backend=LookupBackend(norm.apply(stack), z),
+        refocuser=Refocuser(model, LookupBackend(norm.apply(stack), z)),
     )
     rep = res.report
     assert rep["stack"]["shape"] == [11, 64, 64]
@@ -310,7 +311,9 @@ def test_evaluate_stack_on_a_measured_stack(tmp_path: Path) -> None:
     assert [r["dz_um"] for r in rep["curves"]["4"]["per_dz"]] == [-2.0, -1.0, 0.0, 1.0]
     assert rep["summary"]["ssim_above_baseline"]["2.5"]["failing_dz_um"] == []
     with pytest.raises(InputError, match="not a plane"):
-        evaluate_stack(model, stack, z, [0.25], [0.0], backend=LookupBackend(stack, z))
+        evaluate_stack(
+            model, stack, z, [0.25], [0.0], refocuser=Refocuser(model, LookupBackend(stack, z))
+        )
 
 
 def test_config_and_sample_names_are_checked() -> None:

@@ -17,7 +17,11 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recording", help="NAME.ome.tif, NAME.ome.zarr or NAME.journal.jsonl")
+    parser.add_argument(
+        "recording",
+        help="NAME.ome.tif, NAME.ome.zarr or NAME.journal.jsonl (an MDA recording: its raw "
+        "output or NAME.planes.zarr)",
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -88,7 +92,18 @@ def _models_for(header: dict[str, Any], args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recording import complete_recording, find_journal, load_journal, open_recording
+    from ..recording import (
+        complete_recording,
+        find_journal,
+        is_mda_recording,
+        load_journal,
+        open_recording,
+    )
+
+    if is_mda_recording(args.recording):  # record --mda: pymmcore-plus raw + NAME.planes.zarr
+        from .record_mda import run_mda_complete
+
+        return run_mda_complete(args, _models_for)
 
     journal, _fmt = find_journal(args.recording)
     header, _state, _ = load_journal(journal)
@@ -107,18 +122,12 @@ def run(args: argparse.Namespace) -> int:
 
             backend = TiledBackend(backend, tile=args.tile)
         made[id(m)] = backend
-    model = models[0]
-    report = complete_recording(
-        args.recording,
-        [made[id(m)].infer for m in models],
-        dpm_scale_um=model.card.dpm_scale_um,
-        z_range_um=(
-            max(float(m.card.z_range_um[0]) for m in models),
-            min(float(m.card.z_range_um[1]) for m in models),
-        ),
-        allow_out_of_range=args.allow_out_of_range,
-        progress=not args.no_progress,
-    )
+    from ..engine import Refocuser  # type: ignore[import-not-found]
+
+    refocusers = [
+        Refocuser(m, made[id(m)], allow_out_of_range=args.allow_out_of_range) for m in models
+    ]
+    report = complete_recording(args.recording, refocusers, progress=not args.no_progress)
     with open_recording(args.recording) as rec:  # camera frames (one per channel)
         n, done = int(rec.acquired.sum()), int((rec.complete & rec.acquired).sum())
     print(f"completed: {report.path}")

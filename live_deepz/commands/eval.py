@@ -186,12 +186,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     model = load_model(resolve_model(args.model))
-    from ..engine import create_backend
+    from ..engine import Refocuser, create_backend
 
     backend = create_backend(
         cfg.backend, model.generator, precision=cfg.precision, device=cfg.device
     )
-    result = evaluate(model, cfg, backend)
+    result = evaluate(model, cfg, Refocuser(model, backend))
     report = result.report
     report["cli_args"] = {
         k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)

@@ -32,8 +32,10 @@ def _text(row: dict[str, Any]) -> str:
     mae = row["validation_mae"]
     lines = [
         head,
-        f"    network:    deepz-unet width {row['width']:g}, {row['parameters'] / 1e6:.2f} M "
-        "parameters",
+        f"    network:    deepz-unet width {row['width']:g}"
+        + (", global residual" if row.get("residual") else "")
+        + f", {row['parameters'] / 1e6:.2f} M parameters"
+        + (f" (recipe {row['recipe']})" if row.get("recipe") else ""),
         f"    z range:    {z0:+g} .. {z1:+g} um (DPM scale {row['dpm_scale_um']:g} um)",
         f"    optics:     NA {o['na']:g}, emission {o['wavelength_um']:g} um, pixel "
         f"{o['pixel_size_um']:g} um, immersion n={o['immersion_ri']:g}, "
@@ -44,6 +46,8 @@ def _text(row: dict[str, Any]) -> str:
     ]
     if row.get("card_name"):
         lines.insert(1, f"    card name:  {row['card_name']}")
+    if row.get("warning"):
+        lines.insert(1, f"    WARNING: {row['warning']}")
     if row.get("description"):
         lines.insert(1, f"    {row['description']}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ Examples::
     live-deepz record --sim --frames 200 --planes=-4:4:2 --model mymodel -o run.ome.tif
     live-deepz record --config scope.cfg --seconds 60 --format zarr -o run.ome.zarr
     live-deepz record --sim --sim-sample worm --channels nuclei,calcium --frames 50 -o two.ome.tif
+    live-deepz record --sim --mda sequence.yaml -o mda.ome.zarr   (a useq MDASequence)
 
 Every camera frame is written losslessly; the engine refocuses what it can live and the
 planes it skipped are computed after the stop from the raw frames (``--no-complete``
@@ -220,6 +221,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "group, which needs hardware sequencing: refused for now). Files get a C axis; "
         "--frames counts time points (one frame per channel)",
     )
+    parser.add_argument(
+        "--mda",
+        default=None,
+        metavar="SEQUENCE",
+        help="run a pymmcore-plus multi-dimensional acquisition from a useq MDASequence "
+        "(.yaml/.json: stage_positions, channels, time_plan); -o NAME.ome.zarr|.ome.tiff gets "
+        "pymmcore-plus' raw files, NAME.planes.zarr the virtual planes (P, T, C, Z, Y, X)",
+    )
     parser.add_argument("--format", choices=("tiff", "zarr"), default=None)
     parser.add_argument(
         "--model",
@@ -363,6 +372,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "mda", None):
+        from .record_mda import run_mda_record
+
+        return run_mda_record(args, _open_core, drift_compensation_plan)
     names = None if args.channels is None else _channel_list(args.channels)
     if names is not None and args.drift_compensation:
         raise _NotBuilt(

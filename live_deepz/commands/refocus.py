@@ -8,9 +8,10 @@ Examples::
     live-deepz refocus stack.ome.tif --input-plane 12 --surface surface.json -o out.ome.zarr
     live-deepz refocus twocolour.ome.tif --model green,red --offset-um 4 -o out.ome.tif
 
-The output holds ``(T, [C,] Z, Y, X)`` float32 planes in normalised intensity (see
-``live_deepz.recording``) with the plane offsets, the DPM definition, the model's identity
-and the optics; ``live_deepz.recording.open_recording`` reads it back.
+The output holds ``(T, [C,] Z, Y, X)`` float32 planes in normalised intensity, or with
+``--units counts`` in the input's camera units (see ``live_deepz.recording``), with the plane
+offsets, the DPM definition, the model's identity and the optics;
+``live_deepz.recording.open_recording`` reads it back.
 """
 
 from __future__ import annotations
@@ -29,7 +30,26 @@ import numpy as np
 from ..dpm import StaticPlanePlan, parse_planes, surface_from_spec, tilted_plane
 from ..errors import InputError
 
-__all__ = ["add_arguments", "add_plan_arguments", "build_plan", "load_surface_file", "run"]
+__all__ = [
+    "add_arguments",
+    "add_plan_arguments",
+    "add_units_argument",
+    "build_plan",
+    "load_surface_file",
+    "run",
+]
+
+
+def add_units_argument(parser: argparse.ArgumentParser) -> None:
+    """``--units normalized|counts`` (shared by refocus, record and complete)."""
+    parser.add_argument(
+        "--units",
+        choices=("normalized", "counts"),
+        default="normalized",
+        help="intensity of the virtual planes: 'normalized' (the network's output, "
+        "(raw - background) / scale; default) or 'counts' (the normalisation undone: the "
+        "input's camera units)",
+    )
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser, default_planes: str | None) -> None:
@@ -91,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tile", type=int, default=512, help="tile edge for large frames (0: never tile)"
     )
     parser.add_argument("--format", choices=("tiff", "zarr"), default=None)
+    add_units_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     from .refocus_stack import add_stack_arguments
@@ -300,6 +321,7 @@ def run(args: argparse.Namespace) -> int:
         allow_out_of_range=args.allow_out_of_range,
         format=args.format,
         overwrite=args.overwrite,
+        units=args.units,
         progress=not args.no_progress,
         metadata={"command": "live-deepz refocus " + " ".join(sys.argv[2:])},
     )

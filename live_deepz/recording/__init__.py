@@ -12,6 +12,11 @@ or one folder ``NAME.ome.zarr`` (NGFF 0.5 images ``raw`` and ``planes`` + ``jour
   offline refocusing use it);
 - :func:`open_recording` reads them lazily, also after ``kill -9``;
 - :func:`complete_recording` computes the virtual planes the live engine could not.
+
+Multi-dimensional acquisitions (pymmcore-plus ``run_mda`` with a ``useq.MDASequence``): the
+raw frames are pymmcore-plus' own OME-Zarr/OME-TIFF, the planes ``NAME.planes.zarr``
+``(P, T, C, Z, Y, X)`` (:class:`MDAPlaneWriter`); :func:`open_recording` opens those too
+(an :class:`MDARecording`), :func:`complete_mda_recording` completes them.
 """
 
 from ._common import (
@@ -24,11 +29,27 @@ from ._common import (
     recording_paths,
 )
 from ._complete import CompletionReport, complete_recording, plan_from_record
+from ._mda import (
+    MDA_AXES,
+    MDAPaths,
+    MDAPlaneWriter,
+    MDARecording,
+    complete_mda_recording,
+    event_key,
+    is_mda_recording,
+    mda_paths,
+    mda_sizes,
+    open_mda_recording,
+)
 from ._reader import Recording, open_recording
 from ._writer import RecordingWriter, dpm_timeline, find_journal, load_journal
 
 __all__ = [
     "FORMATS",
+    "MDA_AXES",
+    "MDAPaths",
+    "MDAPlaneWriter",
+    "MDARecording",
     "CompletionReport",
     "FrameInfo",
     "LazyFrames",
@@ -36,11 +57,17 @@ __all__ = [
     "RecordingError",
     "RecordingPaths",
     "RecordingWriter",
+    "complete_mda_recording",
     "complete_recording",
+    "event_key",
     "dpm_timeline",
     "find_journal",
     "guess_format",
+    "is_mda_recording",
     "load_journal",
+    "mda_paths",
+    "mda_sizes",
+    "open_mda_recording",
     "open_recording",
     "plan_from_record",
     "recording_paths",

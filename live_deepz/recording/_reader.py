@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._common import FrameInfo, LazyFrames, RecordingError, guess_format, recording_paths
+from ._mda import MDARecording, is_mda_recording, open_mda_recording
 from ._writer import _State, dpm_timeline, find_journal, load_journal
 
 __all__ = ["Recording", "open_recording"]
@@ -216,16 +217,19 @@ def _metadata_without_journal(path: Path, fmt: str) -> tuple[dict[str, Any], _St
     return header, st
 
 
-def open_recording(path: str | os.PathLike[str]) -> Recording:
+def open_recording(path: str | os.PathLike[str]) -> Recording | MDARecording:
     """Open a recording or refocus output for reading, also one whose writer was killed.
 
     ``path`` is any part of it: ``NAME.ome.tif``, ``NAME.planes.ome.tif``,
-    ``NAME.journal.jsonl`` or ``NAME.ome.zarr``. The data on disk decides how many frames
+    ``NAME.journal.jsonl`` or ``NAME.ome.zarr``. An MDA recording (pymmcore-plus' raw files
+    + ``NAME.planes.zarr``) opens as an :class:`~live_deepz.recording.MDARecording`. The data on disk decides how many frames
     there are (a frame whose journal line was lost gets unknown metadata: -1/NaN); the
     journal (or, without it, the files' OME-XML / Zarr attributes) gives the metadata.
 
     Raises :class:`RecordingError` when it is not a readable live-deepz recording.
     """
+    if is_mda_recording(path):
+        return open_mda_recording(path)
     p = Path(path).expanduser()
     if not p.exists():
         raise RecordingError(f"{p} does not exist")

@@ -33,7 +33,7 @@ class LocaliseParams:
     """Parameters of :func:`localise` (µm per axis, outermost axis first)."""
 
     smooth_um: tuple[float, ...] = (0.5, 0.4, 0.4)
-    min_distance_um: tuple[float, ...] = (2.5, 2.0, 2.0)
+    min_distance_um: tuple[float, ...] = (1.5, 1.2, 1.2)
     k_noise: float = 5.0
     rel_threshold: float = 0.08
     mask_fraction: float = 0.3

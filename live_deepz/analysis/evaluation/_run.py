@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from live_deepz.dpm import check_range, parse_planes, to_network_units
+from live_deepz.dpm import check_range, parse_planes
 from live_deepz.errors import DPMRangeError, InputError
 from live_deepz.normalize import Normalization, extended_depth_of_field, fit_normalization
 from live_deepz.optics import Optics
@@ -316,39 +316,39 @@ class _Scan:
 
 
 class _Refocuser:
-    """Input normalisation + uniform DPMs + the backend, output in the stack's units."""
+    """Input normalisation around a refocuser (``refocus(image, dpms_um)``, e.g.
+    ``live_deepz.engine.Refocuser``: it converts the µm offsets); output in the stack's
+    units."""
 
-    def __init__(self, backend: Any, dpm_scale_um: float, input_norm: str) -> None:
-        self.backend = backend
-        self.scale = float(dpm_scale_um)
+    def __init__(self, refocuser: Any, input_norm: str) -> None:
+        self.refocuser = refocuser
         self.input_norm = input_norm
-        self._dpms: dict[tuple[tuple[float, ...], tuple[int, int]], np.ndarray] = {}
-
-    def _dpm(self, dz: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
-        key = (tuple(float(v) for v in dz), shape)
-        arr = self._dpms.get(key)
-        if arr is None:
-            net = to_network_units(np.asarray(key[0], dtype=np.float64), self.scale)
-            arr = np.ascontiguousarray(
-                np.broadcast_to(net[:, None, None], (len(key[0]), *shape)), dtype=np.float32
-            )
-            arr.flags.writeable = False  # a static plan: uploaded once per backend shape
-            self._dpms.clear()
-            self._dpms[key] = arr
-        return arr
 
     def __call__(
         self, raw: np.ndarray, dz: Sequence[float], stack_norm: Normalization
     ) -> np.ndarray:
-        shape = (int(raw.shape[0]), int(raw.shape[1]))
-        dpms = self._dpm(dz, shape)
+        offsets = np.asarray([float(v) for v in dz], dtype=np.float32)
         own = stack_norm if self.input_norm == "stack" else fit_normalization(raw)
         x = own.apply(raw)
-        out = np.empty(dpms.shape, dtype=np.float32)
-        self.backend.infer(x, dpms, out)
+        out = np.asarray(self.refocuser.refocus(x, offsets), dtype=np.float32)
         if own is not stack_norm:
             out = stack_norm.apply(own.invert(out))
         return out
+
+
+def _need_refocuser(refocuser: Any, who: str) -> None:
+    if not callable(getattr(refocuser, "refocus", None)):
+        raise InputError(
+            f"{who} needs a refocuser (refocus(image, dpms_um) -> planes): build one with "
+            "live_deepz.engine.Refocuser(model, live_deepz.engine.create_backend(name, "
+            f"model.generator, ...)); got {type(refocuser).__name__}"
+        )
+
+
+def _engine_info(refocuser: Any) -> Any:
+    backend = getattr(refocuser, "backend", refocuser)
+    describe = getattr(backend, "describe", None)
+    return describe() if callable(describe) else type(backend).__name__
 
 
 # ---------------------------------------------------------------------------------------
@@ -604,7 +604,7 @@ def _beads(
 
 
 def _evaluate_sample(
-    name: str, model: Any, backend: Any, cfg: EvalConfig, tick: Callable[[], None]
+    name: str, model: Any, refocuser: Any, cfg: EvalConfig, tick: Callable[[], None]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from live_deepz.sim import Renderer
 
@@ -627,7 +627,7 @@ def _evaluate_sample(
     scan = _Scan.simulate(
         sample, renderer, np.asarray(positions), inputs, cfg, np.random.default_rng(seq)
     )
-    refocus = _Refocuser(backend, model.card.dpm_scale_um, cfg.input_norm)
+    refocus = _Refocuser(refocuser, cfg.input_norm)
     t_sim = time.perf_counter() - t0
     curves, montage = _curves(scan, refocus, cfg.input_z_um, cfg.dz_um, cfg.montage_columns, tick)
     rep: dict[str, Any] = {
@@ -760,13 +760,13 @@ def _model_info(model: Any) -> dict[str, Any]:
     }
 
 
-def evaluate(model: Any, cfg: EvalConfig | None = None, backend: Any | None = None) -> EvalResult:
+def evaluate(model: Any, cfg: EvalConfig | None = None, refocuser: Any | None = None) -> EvalResult:
     """Evaluate a loaded model (:func:`live_deepz.modelfile.load_model`) on simulated samples.
 
-    ``backend``: anything with ``infer(image, dpms_net, out)``, e.g.
-    ``live_deepz.engine.create_backend(cfg.backend, model.generator, ...)`` (the analysis layer
-    is in the core and never builds an engine itself). Raises :class:`~live_deepz.errors.
-    DPMRangeError` when ``cfg.dz_um`` leaves the model's trained range.
+    ``refocuser``: anything with ``refocus(image_norm, dpms_um) -> planes``, e.g.
+    ``live_deepz.engine.Refocuser(model, create_backend(cfg.backend, model.generator, ...))``
+    (the analysis layer is in the core and never builds an engine itself). Raises
+    :class:`~live_deepz.errors.DPMRangeError` when ``cfg.dz_um`` leaves the model's trained range.
     """
     cfg = cfg or EvalConfig()
     card = model.card
@@ -784,13 +784,8 @@ def evaluate(model: Any, cfg: EvalConfig | None = None, backend: Any | None = No
             "evaluation compares against wide-field scans (Deep-Z, not Deep-Z+)"
         )
     t0 = time.perf_counter()
-    if backend is None:
-        raise InputError(
-            "evaluate() needs an inference backend: build one with "
-            "live_deepz.engine.create_backend(name, model.generator, ...)"
-        )
-    describe = getattr(backend, "describe", None)
-    engine = describe() if callable(describe) else type(backend).__name__
+    _need_refocuser(refocuser, "evaluate()")
+    engine = _engine_info(refocuser)
     from tqdm.auto import tqdm
 
     n_steps = sum(
@@ -803,7 +798,7 @@ def evaluate(model: Any, cfg: EvalConfig | None = None, backend: Any | None = No
     try:
         for name in cfg.samples:
             bar.set_postfix_str(name)
-            rep, mont = _evaluate_sample(name, model, backend, cfg, lambda: bar.update(1))
+            rep, mont = _evaluate_sample(name, model, refocuser, cfg, lambda: bar.update(1))
             samples[name] = rep
             montages[name] = mont
     finally:
@@ -847,7 +842,7 @@ def evaluate_stack(
     input_z_um: Sequence[float],
     dz_um: Sequence[float],
     *,
-    backend: Any | None = None,
+    refocuser: Any | None = None,
     input_norm: str = "stack",
     montage_columns: int = 5,
     montage_z_um: float | None = None,
@@ -880,11 +875,7 @@ def evaluate_stack(
             scan.inputs[float(z0)] = arr[scan.index(float(z0))]
         except KeyError:
             raise InputError(f"input position {z0:g} µm is not a plane of the stack") from None
-    if backend is None:
-        raise InputError(
-            "evaluate_stack() needs an inference backend: build one with "
-            "live_deepz.engine.create_backend(name, model.generator, ...)"
-        )
+    _need_refocuser(refocuser, "evaluate_stack()")
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -892,7 +883,7 @@ def evaluate_stack(
     try:
         curves, montage = _curves(
             scan,
-            _Refocuser(backend, card.dpm_scale_um, input_norm),
+            _Refocuser(refocuser, input_norm),
             [float(v) for v in input_z_um],
             [float(v) for v in dz_um],
             montage_columns,
@@ -916,7 +907,6 @@ def evaluate_stack(
         }
         for key, cur in curves.items()
     }
-    describe = getattr(backend, "describe", None)
     report = {
         "format": "live-deepz-eval-stack",
         "format_version": 1,
@@ -934,7 +924,7 @@ def evaluate_stack(
             "input": "the measured plane at the input position (at dz = 0 the baseline is the "
             "ground truth itself)",
         },
-        "engine": describe() if callable(describe) else type(backend).__name__,
+        "engine": _engine_info(refocuser),
         "curves": curves,
         "summary": {"ssim_above_baseline": verdict},
         "seconds": round(time.perf_counter() - t0, 2),

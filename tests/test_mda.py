@@ -1,0 +1,204 @@
+"""Deep-Z inside pymmcore-plus MDAs: MDAProcessor + MDA recordings (raw by pymmcore-plus,
+planes beside it), on the simulated microscope with a two-channel stand-in scene."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+import useq
+import zarr
+
+from _recording_support import FakeBackend, SlowBackend
+from live_deepz.dpm import StaticPlanePlan
+from live_deepz.engine import MDAProcessor
+from live_deepz.errors import InputError
+from live_deepz.microscope import SIM_CAMERA, NoiseFrameSource, open_core
+from live_deepz.normalize import Normalization
+from live_deepz.recording import (
+    MDARecording,
+    complete_mda_recording,
+    mda_sizes,
+    open_recording,
+)
+
+SCALE = 10.0
+CHANNELS = ["pattern", "bright pattern"]
+POSITIONS = [(0.0, 0.0, 0.0), (40.0, 10.0, 0.0), (-20.0, 30.0, 1.0)]
+
+
+@pytest.fixture
+def core() -> Any:
+    return open_core("sim", scene=NoiseFrameSource((48, 64), seed=3), exposure_ms=1.0)
+
+
+def sequence(n_t: int = 3, n_p: int = 3, channels: list[str] = CHANNELS) -> useq.MDASequence:
+    return useq.MDASequence(
+        stage_positions=POSITIONS[:n_p],
+        channels=channels,
+        time_plan={"interval": 0, "loops": n_t},
+        axis_order="tpcz",
+    )
+
+
+def run_mda(core: Any, proc: MDAProcessor, seq: useq.MDASequence, out: Path) -> Any:
+    with proc:
+        core.mda.run(seq, output=str(out))
+    return proc.wait(30)
+
+
+def expected_planes(rec: MDARecording, key: tuple[int, int, int]) -> np.ndarray:
+    """What FakeBackend gives: normalised raw + DPM in network units, per plane."""
+    p, t, c = key
+    n = next(r for r in rec.metadata["normalizations"] if (r["position"], r["channel"]) == (p, c))
+    x = Normalization(n["background"], n["scale"]).apply(rec.raw[p, t, c])
+    return x[None] + (rec.offsets_um / SCALE)[:, None, None].astype(np.float32)
+
+
+def check_all_planes(rec: MDARecording) -> None:
+    planes = np.asarray(rec.planes[:])
+    for key in zip(*np.nonzero(rec.acquired)):
+        np.testing.assert_allclose(planes[key], expected_planes(rec, key), atol=1e-5)
+    assert np.isnan(planes[~rec.acquired]).all()
+
+
+@pytest.mark.parametrize("ext", ["ome.zarr", "ome.tiff"])
+def test_mda_every_axis_and_frame(core: Any, tmp_path: Path, ext: str) -> None:
+    out = tmp_path / f"run.{ext}"
+    plan = StaticPlanePlan("-2:2:2")
+    proc = MDAProcessor(core, FakeBackend(), plan, dpm_scale_um=SCALE, z_range_um=(-10, 10), output=out)
+    s = run_mda(core, proc, sequence(3), out)
+    assert s.error is None
+    assert s.frames_expected == s.frames_acquired == 18
+    assert s.planes_live + s.planes_completed == 18 and s.incomplete == 0
+    rec = open_recording(out)
+    assert isinstance(rec, MDARecording)
+    with rec:
+        assert rec.planes.shape == (3, 3, 2, 3, 48, 64)
+        assert tuple(rec.planes.metadata.dimension_names) == ("p", "t", "c", "z", "y", "x")
+        assert rec.acquired.all() and rec.complete.all() and rec.finished
+        assert rec.channels == CHANNELS
+        assert [pos["x"] for pos in rec.metadata["positions"]] == [p[0] for p in POSITIONS]
+        assert rec.sequence.sizes["p"] == 3 and rec.metadata["offsets_um"] == [-2, 0, 2]
+        assert rec.metadata["metadata"]["dpm_scale_um"] == SCALE
+        assert rec.metadata["plans"][0]["plan"]["offsets_um"] == [-2.0, 0.0, 2.0]
+        check_all_planes(rec)
+        raw = np.asarray(rec.raw)
+        assert raw.shape == (3, 3, 2, 48, 64) and raw.dtype == np.uint16
+        assert (raw.reshape(18, -1).max(axis=1) > 0).all()
+        # the two channels differ (each event switched the camera's channel)
+        assert raw[:, :, 1].std() > 1.5 * raw[:, :, 0].std()
+    # pymmcore-plus' own files, read without live-deepz, hold the same frames
+    if ext == "ome.zarr":
+        root = zarr.open_group(str(out), mode="r")
+        for p in range(3):
+            np.testing.assert_array_equal(np.asarray(root[str(p)]["0"]), raw[p])
+    else:
+        files = sorted(glob.glob(str(tmp_path / "run" / "run_p*.ome.tiff")))
+        assert len(files) == 3
+        for p, f in enumerate(files):
+            np.testing.assert_array_equal(tifffile.imread(f).reshape(3, 2, 48, 64), raw[p])
+    planes_zarr = zarr.open_array(str(tmp_path / "run.planes.zarr" / "planes"), mode="r")
+    assert planes_zarr.shape == (3, 3, 2, 3, 48, 64)
+
+
+def test_mda_slow_engine_keeps_raw_and_completes(core: Any, tmp_path: Path) -> None:
+    out = tmp_path / "slow.ome.zarr"
+    slow = SlowBackend(FakeBackend(), delay=0.04)
+    proc = MDAProcessor(
+        core, slow, StaticPlanePlan([-1.0, 1.0]), dpm_scale_um=SCALE, output=out, ring_slots=2
+    )
+    s = run_mda(core, proc, sequence(4), out)
+    assert s.frames_acquired == 24
+    assert s.planes_skipped_live > 0, s.lines()
+    assert s.planes_live + s.planes_skipped_live == 24
+    assert s.planes_completed == s.planes_skipped_live and s.incomplete == 0
+    assert any("skipped live" in line for line in s.lines())
+    with open_recording(out) as rec:
+        assert rec.acquired.all() and rec.complete.all()
+        check_all_planes(rec)
+        sources = [r for r in rec.metadata["end"].items()]
+        assert rec.metadata["end"]["planes_completed"] == s.planes_completed
+        assert sources
+
+
+def test_mda_cancel_midway_leaves_readable_files(core: Any, tmp_path: Path) -> None:
+    out = tmp_path / "cancel.ome.tiff"
+    proc = MDAProcessor(core, FakeBackend(), StaticPlanePlan([0.0, 2.0]), dpm_scale_um=SCALE, output=out)
+    n = [0]
+
+    def cancel_after_7(*_: Any) -> None:
+        n[0] += 1
+        if n[0] == 7:
+            core.mda.cancel()
+
+    core.mda.events.frameReady.connect(cancel_after_7)
+    s = run_mda(core, proc, sequence(5), out)
+    assert s.cancelled and s.frames_acquired == 7 and s.incomplete == 0
+    with open_recording(out) as rec:
+        assert int(rec.acquired.sum()) == 7 and (rec.complete == rec.acquired).all()
+        assert rec.acquired[:, 0].all() and rec.acquired[0, 1, 0]  # t=0 everywhere, then p0 c0
+        check_all_planes(rec)
+        assert rec.metadata["end"]["cancelled"] is True
+
+
+def test_mda_camera_error_midway(core: Any, tmp_path: Path) -> None:
+    out = tmp_path / "err.ome.zarr"
+    proc = MDAProcessor(core, FakeBackend(), StaticPlanePlan([0.0]), dpm_scale_um=SCALE, output=out)
+    core.setProperty(SIM_CAMERA, "FailAfterFrames", 5)
+    s = run_mda(core, proc, sequence(3), out)
+    assert s.frames_acquired == 5 and s.frames_missing == 1 and s.cancelled
+    assert s.camera_error and "FailAfterFrames" in s.camera_error
+    with open_recording(out) as rec:
+        assert int(rec.acquired.sum()) == 5 and rec.complete[rec.acquired].all()
+        assert list(rec.missing) == [(2, 0, 1)]  # the 6th event: t0, p2, channel 1
+        check_all_planes(rec)
+
+
+def test_complete_mda_recording_later(core: Any, tmp_path: Path) -> None:
+    out = tmp_path / "later.ome.zarr"
+    slow = SlowBackend(FakeBackend(), delay=0.05)
+    proc = MDAProcessor(
+        core, slow, StaticPlanePlan([-1.0, 1.0]), dpm_scale_um=SCALE, output=out,
+        ring_slots=2, complete_on_finish=False,
+    )
+    s = run_mda(core, proc, sequence(2), out)
+    assert s.incomplete > 0 and s.planes_completed == 0
+    with open_recording(out) as rec:
+        assert not rec.complete.all()
+        assert np.isnan(np.asarray(rec.planes[:])[~rec.complete]).all()
+    report = complete_mda_recording(out, FakeBackend().infer, dpm_scale_um=SCALE)
+    assert report.completed == s.incomplete and report.complete
+    with open_recording(tmp_path / "later.planes.zarr") as rec:
+        assert rec.complete.all()
+        check_all_planes(rec)
+
+
+def test_mda_per_channel_backends_and_per_position_plans(core: Any, tmp_path: Path) -> None:
+    out = tmp_path / "pc.ome.zarr"
+    a, b = SlowBackend(FakeBackend(), 0), SlowBackend(FakeBackend(), 0)
+    a.slow = b.slow = False
+    plans = {p: StaticPlanePlan([float(p), p + 1.0]) for p in range(2)}
+    proc = MDAProcessor(
+        core, {"pattern": a, "bright pattern": b}, lambda p: plans[p], dpm_scale_um=SCALE,
+        output=out,
+    )
+    s = run_mda(core, proc, sequence(2, n_p=2), out)
+    assert s.incomplete == 0 and a.calls == 4 and b.calls == 4
+    with open_recording(out) as rec:
+        pl = np.asarray(rec.planes[:])
+        # position 1's planes are shifted by +1 µm = 0.1 network units against position 0's
+        n = {(r["position"], r["channel"]): r for r in rec.metadata["normalizations"]}
+        assert len(n) == 4  # one normalisation per (position, channel)
+        x = Normalization(n[(1, 0)]["background"], n[(1, 0)]["scale"]).apply(rec.raw[1, 0, 0])
+        np.testing.assert_allclose(pl[1, 0, 0, 0], x + 0.1, atol=1e-5)
+
+
+def test_sequence_axes_refused() -> None:
+    with pytest.raises(InputError, match="z-plan"):
+        mda_sizes(useq.MDASequence(z_plan={"range": 4, "step": 1}))
+    assert mda_sizes(useq.MDASequence(time_plan={"interval": 0, "loops": 4})) == (1, 4, 1)
