@@ -35,30 +35,16 @@ from typing import Any
 
 import numpy as np
 
+from live_deepz.engine.testing import FakeBackend
+
 HERE = Path(__file__).resolve().parent
-
-
-class FakeBackend:
-    """``out[k] = image + dpm_net[k]``: a fast, exact stand-in for the network."""
-
-    name = "fake"
-    precision = "fp32"
-    device = "cpu"
-
-    def prepare(self, height: int, width: int, n_planes: int) -> None:
-        pass
-
-    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
-        np.add(image[None], dpms_net, out=out)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": "fake"}
 
 
 class SleepBackend(FakeBackend):
     """The stand-in plus ``delay_s`` of sleep per frame: an engine slower than the camera."""
 
     def __init__(self, delay_s: float) -> None:
+        super().__init__()
         self.delay_s = delay_s
 
     def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:

@@ -38,27 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from live_deepz.engine.testing import FakeBackend
+
 HERE = Path(__file__).resolve().parent
 
 
 # --------------------------------------------------------------------------- stand-ins
-
-
-class FakeBackend:
-    """``out[k] = image + dpm_net[k]``: a fast, exact stand-in for the network."""
-
-    name = "fake"
-    precision = "fp32"
-    device = "cpu"
-
-    def prepare(self, height: int, width: int, n_planes: int) -> None:
-        pass
-
-    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
-        np.add(image[None], dpms_net, out=out)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": "fake (image + dpm)"}
 
 
 def _fresh(d: Path) -> Path:
@@ -231,6 +216,7 @@ def bench_sustained(
 def bench_completion(tmp: Path, size: int, k: int, frames: int, width: float) -> dict[str, Any]:
     import torch
 
+    from live_deepz.engine import Refocuser
     from live_deepz.engine.backends import create_backend
     from live_deepz.network import DeepZConfig, DeepZGenerator
     from live_deepz.recording import FrameInfo, RecordingWriter, complete_recording
@@ -254,7 +240,9 @@ def bench_completion(tmp: Path, size: int, k: int, frames: int, width: float) ->
         np.empty((k, size, size), np.float32),
     )  # warm-up
     t0 = time.perf_counter()
-    rep = complete_recording(d / "c.ome.tif", backend.infer, progress=False)
+    rep = complete_recording(
+        d / "c.ome.tif", Refocuser.for_recording(d / "c.ome.tif", backend), progress=False
+    )
     t = time.perf_counter() - t0
     res = {
         "model_width": width,

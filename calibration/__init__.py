@@ -14,6 +14,9 @@ independent of model quality.
 - FWHM: :func:`bead_fwhm` (the paper's lateral FWHM per bead), :func:`fwhm_summary`;
 - drift: :class:`DriftEstimator`, :class:`KalmanDrift`, :class:`MedianDrift`,
   :class:`DriftCompensationPlan` (a dynamic :class:`~live_deepz.dpm.PlanePlan`);
+- quality gate: :func:`assess_calibration` → :class:`CalibrationQuality` (enough precise,
+  structured points; agreement; significance against a flat surface; the model card's known
+  failures);
 - the wizard's logic: :class:`CalibrationWizardModel`.
 
 Sign convention (as :mod:`live_deepz.dpm`): + = deeper. A sample whose in-focus plane lies
@@ -30,6 +33,14 @@ from ._drift import (
     FeedbackPlan,
     KalmanDrift,
     MedianDrift,
+)
+from ._drift_plan import (
+    DRIFT_BUDGET,
+    DRIFT_CHUNK,
+    DRIFT_MAX_EVERY_N,
+    DRIFT_MIN_EVERY_N,
+    drift_compensation_plan,
+    drift_every_n,
 )
 from ._fit import (
     FIT_KINDS,
@@ -55,6 +66,12 @@ from ._focus import (
     sweep_offsets,
     virtual_sweep,
 )
+from ._quality import (
+    CalibrationQuality,
+    assess_calibration,
+    known_failures_of,
+    structure_ratio,
+)
 from ._wizard_model import (
     CalibrationWizardModel,
     PreviewData,
@@ -65,11 +82,16 @@ from ._wizard_model import (
 
 __all__ = [
     "DEFAULT_SWEEP",
+    "DRIFT_BUDGET",
+    "DRIFT_CHUNK",
+    "DRIFT_MAX_EVERY_N",
+    "DRIFT_MIN_EVERY_N",
     "FIT_KINDS",
     "FOCUS_MEASURES",
     "FWHM_PER_SIGMA",
     "MIN_POINTS",
     "BeadFits",
+    "CalibrationQuality",
     "CalibrationWizardModel",
     "DriftCompensationPlan",
     "DriftEstimator",
@@ -87,7 +109,10 @@ __all__ = [
     "Step",
     "StepResult",
     "SurfaceFit",
+    "assess_calibration",
     "bead_fwhm",
+    "drift_compensation_plan",
+    "drift_every_n",
     "engine_refocus_fn",
     "estimate_focus",
     "estimate_focus_beads",
@@ -97,8 +122,10 @@ __all__ = [
     "fit_surface",
     "focus_measure",
     "fwhm_summary",
+    "known_failures_of",
     "load_calibration",
     "save_calibration",
+    "structure_ratio",
     "sweep_offsets",
     "virtual_sweep",
 ]

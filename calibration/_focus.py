@@ -177,10 +177,11 @@ class FocusMap:
 class EngineRefocus:
     """The Deep-Z engine as a :data:`RefocusFn` (built by :func:`engine_refocus_fn`).
 
-    Converts µm to network units with the card's ``dpm_scale_um``, refuses DPMs outside the
-    card's ``z_range_um`` (:class:`~live_deepz.errors.DPMRangeError`), and runs the backend
-    in chunks of at most ``max_planes`` planes of a fixed size (the last chunk is padded, so
-    the backend is prepared once per frame shape). The backend is created on first use.
+    A lazily built :class:`live_deepz.engine.Refocuser`: it converts µm to network units
+    with the card's ``dpm_scale_um``, refuses DPMs outside the card's ``z_range_um``
+    (:class:`~live_deepz.errors.DPMRangeError`), and runs the backend in chunks of at most
+    ``max_planes`` planes of a fixed size (the last chunk is padded, so the backend is
+    prepared once per frame shape). The backend is created on first use.
     """
 
     def __init__(
@@ -213,21 +214,31 @@ class EngineRefocus:
             raise InputError(f"max_planes must be >= 1, got {max_planes}")
         self.max_planes = int(max_planes)
         self.allow_out_of_range = bool(allow_out_of_range)
-        self._backend: Any = None
-        self._bufs: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._refocuser: Any = None
 
     @property
-    def backend(self) -> Any:
-        if self._backend is None:
-            from live_deepz.engine.backends import create_backend  # lazy: torch/engine
+    def refocuser(self) -> Any:
+        """The engine's :class:`~live_deepz.engine.Refocuser` (built on first use)."""
+        if self._refocuser is None:
+            from live_deepz.engine import Refocuser, create_backend  # lazy: torch/engine
 
-            self._backend = create_backend(
+            backend = create_backend(
                 self.backend_name,
                 self.model.generator,
                 precision=self.precision,
                 device=self.device,
             )
-        return self._backend
+            self._refocuser = Refocuser(
+                self.model,
+                backend,
+                max_planes=self.max_planes,
+                allow_out_of_range=self.allow_out_of_range,
+            )
+        return self._refocuser
+
+    @property
+    def backend(self) -> Any:
+        return self.refocuser.backend
 
     def __call__(self, image: np.ndarray, dpms_um: np.ndarray) -> np.ndarray:
         img = np.ascontiguousarray(image, dtype=np.float32)
@@ -237,27 +248,11 @@ class EngineRefocus:
                 f"refocus needs an (H, W) image and (K, H, W) DPMs, got {img.shape} and "
                 f"{dpms.shape}"
             )
-        dpm_mod.check_range(
-            dpms, self.z_range_um, allow=self.allow_out_of_range, what="the refocus DPMs"
-        )
-        k, h, w = dpms.shape
-        n_chunks = -(-k // self.max_planes)
-        per = -(-k // n_chunks)
-        key = (per, h, w)
-        if key not in self._bufs:
-            self._bufs = {key: (np.empty(key, np.float32), np.empty(key, np.float32))}
-        net, res = self._bufs[key]
-        out = np.empty((k, h, w), dtype=np.float32)
-        backend = self.backend
-        for s in range(0, k, per):
-            e = min(s + per, k)
-            n = e - s
-            dpm_mod.to_network_units(dpms[s:e], self.dpm_scale_um, out=net[:n])
-            if n < per:
-                net[n:] = net[n - 1]
-            backend.infer(img, net, res)
-            out[s:e] = res[:n]
-        return out
+        if self._refocuser is None:  # refuse bad DPMs before building the backend
+            dpm_mod.check_range(
+                dpms, self.z_range_um, allow=self.allow_out_of_range, what="the refocus DPMs"
+            )
+        return self.refocuser.refocus(img, dpms, what="the refocus DPMs")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -265,7 +260,7 @@ class EngineRefocus:
             "weights_sha256": self.model.weights_sha256,
             "z_range_um": list(self.z_range_um),
             "dpm_scale_um": self.dpm_scale_um,
-            "backend": None if self._backend is None else self._backend.describe(),
+            "backend": None if self._refocuser is None else self.backend.describe(),
         }
 
 

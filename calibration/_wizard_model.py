@@ -40,6 +40,7 @@ from live_deepz.errors import InputError, LiveDeepzError
 
 from ._fit import FIT_KINDS, SurfaceFit, fit_surface, save_calibration
 from ._focus import DEFAULT_SWEEP, FocusMap, RefocusFn, estimate_focus
+from ._quality import CalibrationQuality, assess_calibration, known_failures_of
 
 __all__ = [
     "CalibrationWizardModel",
@@ -129,6 +130,10 @@ class CalibrationWizardModel:
     method : ``"beads"`` or ``"tiles"``; ``fit_kind``: one of :data:`FIT_KINDS`.
     sweep_um : the virtual focus sweep (``"-10:10:0.5"``), clipped by the model's range.
     progress : ``progress(step, fraction, message)``.
+    known_failures : sample type -> why the model fails on it (default: the model card's
+        ``extra["known_failures"]`` when ``refocus_fn`` carries a model); see
+        :func:`~live_deepz.calibration.assess_calibration`.
+    force : accept a calibration below the quality gate (its problems become warnings).
     """
 
     def __init__(
@@ -143,8 +148,16 @@ class CalibrationWizardModel:
         sweep_um: str | Sequence[float] = DEFAULT_SWEEP,
         estimate_options: dict[str, Any] | None = None,
         progress: WizardProgressFn | None = None,
+        known_failures: dict[str, str] | None = None,
+        force: bool = False,
     ) -> None:
         self.refocus_fn = refocus_fn
+        self.known_failures = (
+            known_failures_of(refocus_fn) if known_failures is None else dict(known_failures)
+        )
+        card = getattr(getattr(refocus_fn, "model", None), "card", None)
+        self.model_name: str | None = getattr(card, "name", None)
+        self.force = bool(force)
         px = (
             pixel_size_um
             if pixel_size_um is not None
@@ -174,6 +187,7 @@ class CalibrationWizardModel:
         self.source: str | None = None
         self.focus_map: FocusMap | None = None
         self.surface_fit: SurfaceFit | None = None
+        self.quality: CalibrationQuality | None = None
         self.preview_data: PreviewData | None = None
         self.saved: dict[str, Any] | None = None
         self.error: str | None = None
@@ -217,6 +231,7 @@ class CalibrationWizardModel:
             self.focus_map = None
         if i < 2:
             self.surface_fit = None
+            self.quality = None
         if i < 3:
             self.preview_data = None
         self.saved = None
@@ -362,8 +377,23 @@ class CalibrationWizardModel:
         try:
             sf = fit_surface(self.focus_map, self.fit_kind, **options)
             sf.check(self.z_range_um)
+            quality = assess_calibration(
+                self.focus_map,
+                sf,
+                self.image_norm,
+                known_failures=self.known_failures,
+                model_name=self.model_name,
+                force=self.force,
+            )
+            if not quality.passed:
+                raise InputError(
+                    quality.message()
+                    + "\n  (--force saves it anyway, with these problems kept as warnings)"
+                )
         except Exception as exc:
             return self._fail(Step.REVIEW, exc)
+        sf.warnings.extend(w for w in quality.warnings if w not in sf.warnings)
+        self.quality = quality
         self.surface_fit = sf
         self._clear_after(Step.REVIEW)
         lines = sf.summary().splitlines()[1:]
@@ -422,6 +452,8 @@ class CalibrationWizardModel:
         extra: dict[str, Any] = {"source": self.source, "method": self.method}
         if self.focus_map is not None:
             extra["focus"] = self.focus_map.info
+        if self.quality is not None:
+            extra["quality"] = self.quality.to_json()
         if self.normalization is not None:
             extra["normalization"] = self.normalization.to_dict()
         if self.preview_data is not None:

@@ -63,6 +63,7 @@ import torch
 from live_deepz.errors import InputError
 
 from ._ceiling import measure_matmul_ceiling
+from ._refocuser import Refocuser
 from ._subscribers import PipelineError
 
 __all__ = [
@@ -273,7 +274,7 @@ def _load_generator(cfg: BenchConfig) -> tuple[torch.nn.Module, dict[str, Any], 
         from live_deepz.modelfile import load_model, resolve_model
 
         m = load_model(resolve_model(cfg.model))
-        width = float(m.generator.config.width)
+        width = float(m.card.architecture.get("width", math.nan))
         info = {
             "name": m.card.name,
             "path": str(m.path),
@@ -299,7 +300,7 @@ def _offsets(k: int, z_range: tuple) -> np.ndarray:
 
 
 def _host_info() -> dict[str, Any]:
-    from live_deepz.commands.info import compute_devices
+    from .backends import compute_devices
 
     devices = compute_devices()
     load = None
@@ -608,7 +609,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
         A bad setting (the message names it), including
         :class:`~live_deepz.engine.backends.BackendUnavailableError`.
     """
-    from live_deepz.dpm import StaticPlanePlan, to_network_units
+    from live_deepz.dpm import StaticPlanePlan
     from live_deepz.network import generator_flops_per_pixel
 
     from .backends import create_backend, pinned_host_array
@@ -650,7 +651,9 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
     log(f"backend {backend.name} ready in {build_s:.1f} s")
 
     plan = StaticPlanePlan(_offsets(k, z_range))
-    dpms = to_network_units(plan.dpms_for_frame(0, 0.0, (h, w)), dpm_scale)
+    dpms = Refocuser.from_range(z_range, dpm_scale).network_dpms(
+        plan.dpms_for_frame(0, 0.0, (h, w))
+    )
     dpms.flags.writeable = False  # like the pipeline's static plan: uploaded once
     rng = np.random.default_rng(cfg.seed)
     cuda = device.startswith("cuda")

@@ -52,11 +52,12 @@ from typing import Any
 
 import numpy as np
 
-from live_deepz.dpm import PlanePlan, check_range, to_network_units
+from live_deepz.dpm import PlanePlan
 from live_deepz.errors import InputError, LiveDeepzError
 from live_deepz.normalize import Normalization, fit_normalization
 from live_deepz.recording import MDAPlaneWriter, complete_mda_recording, event_key, mda_sizes
 
+from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, RingClosed
 
 __all__ = ["MDAPlanes", "MDAProcessor", "MDASummary"]
@@ -251,6 +252,10 @@ class MDAProcessor:
         self.models = models
         self.metadata = dict(metadata or {})
         self.overwrite = overwrite
+        # the card's rules (range check, µm -> network units); the backends run per channel
+        self._converter = Refocuser.from_range(
+            z_range_um, self.dpm_scale_um, allow_out_of_range=allow_out_of_range
+        )
         self._run: _Run | None = None
         self._last: _Run | None = None
         self._attached = False
@@ -593,14 +598,7 @@ class MDAProcessor:
                             f"the plan of position {p} gave DPMs of shape {dpms.shape}; "
                             f"expected {(k, *run.shape)}"
                         )
-                    if self.z_range_um is not None:
-                        check_range(
-                            dpms,
-                            self.z_range_um,
-                            allow=self.allow_out_of_range,
-                            what=f"the DPMs of position {p}",
-                        )
-                    net = to_network_units(dpms, self.dpm_scale_um)
+                    net = self._converter.network_dpms(dpms, what=f"the DPMs of position {p}")
                     net.flags.writeable = False
                     cached = nets[(p, c)] = (dpms, net)
                 backend = self._backend_for(c, names)
@@ -628,10 +626,15 @@ class MDAProcessor:
                 writer.close({"phase": "acquired", **s.to_dict()})
                 report = complete_mda_recording(
                     writer.paths.raw,
-                    [self._backend_for(c, names).infer for c in range(run.sizes[2])],
-                    dpm_scale_um=self.dpm_scale_um,
-                    z_range_um=self.z_range_um,
-                    allow_out_of_range=self.allow_out_of_range,
+                    [
+                        Refocuser.from_range(
+                            self.z_range_um,
+                            self.dpm_scale_um,
+                            self._backend_for(c, names),
+                            allow_out_of_range=self.allow_out_of_range,
+                        )
+                        for c in range(run.sizes[2])
+                    ],
                     plans={
                         p: pl
                         for p, pl in plans.items()

@@ -21,10 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from live_deepz.dpm import PlanePlan, check_range, to_network_units
+from live_deepz.dpm import PlanePlan, check_range
 from live_deepz.errors import InputError
+from live_deepz.input_limits import check_finite_output, check_frame_size
 from live_deepz.normalize import Normalization, fit_normalization
 from live_deepz.recording import FrameInfo, RecordingWriter
+
+from ._refocuser import Refocuser
 
 __all__ = ["ArrayPlan", "RefocusInput", "RefocusSummary", "read_input", "refocus_file"]
 
@@ -322,12 +325,16 @@ def refocus_file(
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
     backends: Sequence[Any] | None = None,
+    units: str = "normalized",
 ) -> RefocusSummary:
     """Refocus every frame (and channel) of ``source`` onto ``plan``'s planes into ``output``.
 
     ``models``: one ``LoadedModel`` per channel, or one for all. ``backends`` (optional)
     overrides the backends made from the models (tests pass stand-ins). Frames larger than
-    ``tile`` (> 0) on either axis run in overlapping tiles.
+    ``tile`` (> 0) on either axis run in overlapping tiles. ``units``: ``"normalized"``
+    (the network's output) or ``"counts"`` (the normalisation undone: the input's camera
+    units). The input is checked (size, NaN, normalisation) before any file is created, and
+    a refocus that fails removes what it wrote.
     """
     t0 = time.perf_counter()
     n_c, h, w = source.n_channels, source.height, source.width
@@ -359,69 +366,10 @@ def refocus_file(
                 f"the input's pixel size {spx:.4g} µm differs from the model's {mpx:.4g} µm"
                 f"{which}; Deep-Z expects the magnification it was trained for"
             )
-    engines: list[Any]
-    if backends is not None:
-        engines = list(backends) * (n_c if len(backends) == 1 else 1)
-    else:
-        from .backends import create_backend
-
-        cache: dict[int, Any] = {}
-        engines = []
-        for m in models:
-            if id(m) not in cache:
-                cache[id(m)] = create_backend(
-                    backend, m.generator, precision=precision, device=device
-                )
-            engines.append(cache[id(m)])
-    tiled = bool(tile) and max(h, w) > int(tile)
-    if tiled:
-        from ._tiling import ALIGN, TiledBackend
-
-        # at most a quarter of the tile overlaps (aligned to the generator's 16 px grid)
-        ov = min(int(overlap), int(tile) // 4 // ALIGN * ALIGN)
-        wrapped: dict[int, Any] = {}
-        engines = [
-            wrapped.setdefault(id(e), TiledBackend(e, tile=int(tile), overlap=ov)) for e in engines
-        ]
-    dpms = np.asarray(plan.dpms_for_frame(0, 0.0, shape), dtype=np.float32)
-    k = int(dpms.shape[0])
-    nets = [to_network_units(dpms, float(m.card.dpm_scale_um)) for m in models]
-    for net in nets:
-        net.flags.writeable = False
-    engine_desc: list[Any] = []
-    for e in engines:
-        d = getattr(e, "describe", None)
-        engine_desc.append(d() if callable(d) else type(e).__name__)
-    meta = {
-        "model": _model_meta(models[0]),
-        "models": [_model_meta(m) for m in models] if n_c > 1 else None,
-        "optics": dict(models[0].card.optics),
-        "source": source.describe(),
-        "plan": dict(plan.describe()),
-        "engine": engine_desc[0] if len(engine_desc) == 1 else engine_desc,
-        "warnings": notes,
-        **(metadata or {}),
-    }
-    offsets = np.asarray(plan.offsets_um, dtype=np.float64)
-    writer = RecordingWriter(
-        output,
-        frame_shape=shape,
-        offsets_um=offsets,
-        format=format,
-        kind="refocus",
-        channels=source.channel_names,
-        pixel_size_um=source.pixel_size_um
-        or float(models[0].card.optics.get("pixel_size_um", 0))
-        or None,
-        metadata=meta,
-        overwrite=overwrite,
-    )
-    ok = False
     try:
-        desc = dict(plan.describe())
-        writer.add_plan(
-            0, desc, first_index=0, offsets_um=offsets, surface_um=getattr(plan, "surface_um", None)
-        )
+        # validate everything that can be validated before any output exists
+        check_frame_size(h, w, str(source.path))
+        firsts: list[np.ndarray] = []
         norms: list[Normalization] = []
         for c in range(n_c):
             first = _checked(source, 0, c)
@@ -432,7 +380,84 @@ def refocus_file(
                     f"{source.path}: cannot fit the intensity normalisation on frame 0"
                     f"{f', channel {c}' if n_c > 1 else ''}: {exc}"
                 ) from None
+            firsts.append(first)
             norms.append(nz)
+        dpms = np.asarray(plan.dpms_for_frame(0, 0.0, shape), dtype=np.float32)
+        k = int(dpms.shape[0])
+        engines: list[Any]
+        if backends is not None:
+            engines = list(backends) * (n_c if len(backends) == 1 else 1)
+        else:
+            from .backends import create_backend
+
+            cache: dict[int, Any] = {}
+            engines = []
+            for m in models:
+                if id(m) not in cache:
+                    cache[id(m)] = create_backend(
+                        backend, m.generator, precision=precision, device=device
+                    )
+                engines.append(cache[id(m)])
+        tiled = bool(tile) and max(h, w) > int(tile)
+        if tiled:
+            from ._tiling import ALIGN, TiledBackend
+
+            # at most a quarter of the tile overlaps (aligned to the generator's 16 px grid)
+            ov = min(int(overlap), int(tile) // 4 // ALIGN * ALIGN)
+            wrapped: dict[int, Any] = {}
+            engines = [
+                wrapped.setdefault(id(e), TiledBackend(e, tile=int(tile), overlap=ov))
+                for e in engines
+            ]
+        # one image: run the planes in groups so that the progress bar moves (planes, not images)
+        n_images = source.n_frames * n_c
+        group = k if n_images > 1 else max(1, -(-k // min(k, 16)))
+        # the range was checked (with notes) above
+        nets = [
+            _plane_groups(
+                Refocuser(m, allow_out_of_range=True).network_dpms(dpms, checked=False), group
+            )
+            for m in models
+        ]
+        engine_desc: list[Any] = []
+        for e in engines:
+            d = getattr(e, "describe", None)
+            engine_desc.append(d() if callable(d) else type(e).__name__)
+        meta = {
+            "model": _model_meta(models[0]),
+            "models": [_model_meta(m) for m in models] if n_c > 1 else None,
+            "optics": dict(models[0].card.optics),
+            "source": source.describe(),
+            "plan": dict(plan.describe()),
+            "engine": engine_desc[0] if len(engine_desc) == 1 else engine_desc,
+            "warnings": notes,
+            **(metadata or {}),
+        }
+        offsets = np.asarray(plan.offsets_um, dtype=np.float64)
+        writer = RecordingWriter(
+            output,
+            frame_shape=shape,
+            offsets_um=offsets,
+            format=format,
+            kind="refocus",
+            channels=source.channel_names,
+            pixel_size_um=source.pixel_size_um
+            or float(models[0].card.optics.get("pixel_size_um", 0))
+            or None,
+            metadata=meta,
+            overwrite=overwrite,
+            units=units,
+        )
+    except BaseException:
+        source.close()
+        raise
+    ok = False
+    try:
+        desc = dict(plan.describe())
+        writer.add_plan(
+            0, desc, first_index=0, offsets_um=offsets, surface_um=getattr(plan, "surface_um", None)
+        )
+        for c, nz in enumerate(norms):
             writer.set_normalization(nz.background, nz.scale, first_index=0, channel=c)
         out = np.empty((n_c, k, h, w), dtype=np.float32)
         x = np.empty(shape, dtype=np.float32)
@@ -440,14 +465,13 @@ def refocus_file(
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=source.n_frames * n_c, desc="refocusing", unit="image")
+            bar = tqdm(total=n_images * k, desc="refocusing", unit="plane")
         for t in range(source.n_frames):
             for c in range(n_c):
-                img = _checked(source, t, c)
+                img = firsts[c] if t == 0 else _checked(source, t, c)
                 norms[c].apply(img, out=x)
-                engines[c].infer(x, nets[c], out[c])
-                if bar is not None:
-                    bar.update(1)
+                _infer_groups(engines[c], x, nets[c], out[c], group, bar)
+                check_finite_output(out[c], getattr(models[c], "path", None))
             ti = writer.append_frame(None, FrameInfo(index=t, plan_id=0))
             writer.write_planes(ti, out if n_c > 1 else out[0], plan_id=0, source="refocus")
         if bar is not None:
@@ -456,11 +480,8 @@ def refocus_file(
     finally:
         if ok:
             writer.close({"seconds": round(time.perf_counter() - t0, 3)})
-        else:
-            try:
-                writer.close({"error": "refocus stopped early"})
-            except Exception:
-                writer.abort()
+        else:  # a failed refocus leaves nothing it created behind
+            writer.discard()
         source.close()
     return RefocusSummary(
         output=str(writer.paths.base),
@@ -472,6 +493,40 @@ def refocus_file(
         tiled=tiled,
         warnings=notes,
     )
+
+
+def _plane_groups(net: np.ndarray, group: int) -> list[np.ndarray]:
+    """``(K, H, W)`` DPMs as read-only groups of ``group`` planes (the last one padded by
+    repeating its final plane, so that every call has the backend's prepared shape)."""
+    k = net.shape[0]
+    out = []
+    for s in range(0, k, group):
+        g = net[s : s + group]
+        if g.shape[0] < group:
+            g = np.concatenate([g, np.repeat(g[-1:], group - g.shape[0], axis=0)])
+        g = np.ascontiguousarray(g)
+        g.flags.writeable = False
+        out.append(g)
+    return out
+
+
+def _infer_groups(
+    engine: Any, image: np.ndarray, groups: list[np.ndarray], out: np.ndarray, group: int, bar: Any
+) -> None:
+    k = out.shape[0]
+    if len(groups) == 1 and group == k:
+        engine.infer(image, groups[0], out)
+        if bar is not None:
+            bar.update(k)
+        return
+    buf = np.empty((group, *out.shape[1:]), dtype=np.float32)
+    for i, g in enumerate(groups):
+        s = i * group
+        n = min(group, k - s)
+        engine.infer(image, g, buf)
+        out[s : s + n] = buf[:n]
+        if bar is not None:
+            bar.update(n)
 
 
 def _checked(source: RefocusInput, t: int, c: int) -> np.ndarray:

@@ -71,11 +71,12 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from live_deepz.dpm import PlanePlan, check_range, to_network_units
-from live_deepz.errors import CameraError, InputError, LiveDeepzError
+from live_deepz.dpm import PlanePlan, check_range
+from live_deepz.errors import CameraError, InputError, LiveDeepzError, clause
 from live_deepz.microscope import META_CAMERA_TIME_MS, META_CHANNEL, META_FRAME, META_STAGE_Z_UM
 from live_deepz.normalize import Normalization, fit_normalization
 
+from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing, allocate_host
 from ._stats import PipelineStats, StatsCollector
 from ._subscribers import (
@@ -301,6 +302,20 @@ class LivePipeline:
         self._dpm_scale_um = float(dpm_scale_um)
         if not self._dpm_scale_um > 0:
             raise InputError(f"dpm_scale_um must be > 0, got {dpm_scale_um!r}")
+        # the card's rules (range check, µm -> network units) around each channel's backend
+        made: dict[int, Refocuser] = {}
+        self._refocusers = [
+            made.setdefault(
+                id(b),
+                Refocuser.from_range(
+                    self._z_range_um,
+                    self._dpm_scale_um,
+                    b,
+                    allow_out_of_range=bool(allow_out_of_range),
+                ),
+            )
+            for b in backends
+        ]
         self._mode: Mode = mode
         self._ring_slots = int(ring_slots)
         self._plane_slots = int(plane_slots)
@@ -326,6 +341,8 @@ class LivePipeline:
         self._stage_cb: Callable[..., None] | None = None
         self._plan_state = self._make_plan_state(plan, 0)
         self._check_plan(self._plan_state, self._camera_shape(), None)
+        self._plan_states: dict[int, _PlanState] = {0: self._plan_state}
+        """Every plan by id: a frame is refocused with the plan stamped on it at the pop."""
 
     @classmethod
     def from_model(
@@ -398,6 +415,24 @@ class LivePipeline:
         return list(self._backends)
 
     @property
+    def refocusers(self) -> list[Refocuser]:
+        """One :class:`Refocuser` per channel (the card's range and DPM scale around the
+        channel's backend); recording completion refocuses with them."""
+        return list(self._refocusers)
+
+    @property
+    def z_range_um(self) -> tuple[float, float]:
+        return self._z_range_um
+
+    @property
+    def dpm_scale_um(self) -> float:
+        return self._dpm_scale_um
+
+    @property
+    def allow_out_of_range(self) -> bool:
+        return self._allow_oor
+
+    @property
     def channels(self) -> tuple[str, ...] | None:
         """The channels of an interleaved stream (``channel_key`` values), else ``None``."""
         return self._channels
@@ -412,6 +447,11 @@ class LivePipeline:
     @property
     def plan_id(self) -> int:
         return self._plan_state.plan_id
+
+    def plan_of(self, plan_id: int) -> PlanePlan | None:
+        """The plan object of ``plan_id`` (None: unknown id)."""
+        ps = self._plan_states.get(int(plan_id))
+        return None if ps is None else ps.plan
 
     @property
     def normalization(self) -> Normalization | None:
@@ -472,6 +512,7 @@ class LivePipeline:
             run = self._run if self._state in ("running", "stopping") else None
             shape = run.shape if run is not None else self._camera_shape()
             self._check_plan(ps, shape, run)
+            self._plan_states[ps.plan_id] = ps
             self._plan_state = ps
             return ps.plan_id
 
@@ -874,7 +915,8 @@ class LivePipeline:
                 which = f" (channel {self._channels[c]})" if self._channels else ""
                 raise InputError(
                     f"could not fit the intensity normalisation on frame {meta.index}{which}: "
-                    f"{e}. Pass a fixed normalization=..., or start when the sample is visible."
+                    f"{clause(e)}. Pass a fixed normalization=..., or start when the sample is "
+                    "visible."
                 ) from e
             self._norms[c] = norm
             self._refit.discard(c)
@@ -887,7 +929,7 @@ class LivePipeline:
         frames.release(seq)
         t1 = time.perf_counter()
 
-        ps = self._plan_state
+        ps = self._plan_states.get(meta.plan_id) or self._plan_state  # the frame's own plan
         dpm_net = self._dpms(run, ps, meta, x)
         t2 = time.perf_counter()
 
@@ -906,6 +948,7 @@ class LivePipeline:
                 offsets_um=ps.offsets_um,
                 plan_id=ps.plan_id,
                 plan=ps.description if ps.feedback is None else dict(ps.plan.describe()),
+                normalization=norm,
             ),
             index=meta.index,
         )
@@ -946,10 +989,11 @@ class LivePipeline:
                 f"plan {ps.plan_id} returned DPMs of shape {dpms.shape}, expected "
                 f"{(k, *run.shape)} (K planes, frame height, width)"
             )
-        if not self._allow_oor:
-            check_range(dpms, self._z_range_um, allow=False, what=f"the DPMs of plan {ps.plan_id}")
         view = run.dpm_net[:k]  # a new view object of the preallocated buffer
-        to_network_units(dpms, self._dpm_scale_um, out=view)
+        # allowed out-of-range plans warned once at set_plan: not checked per frame then
+        self._refocusers[0].network_dpms(
+            dpms, out=view, what=f"the DPMs of plan {ps.plan_id}", checked=not self._allow_oor
+        )
         view.flags.writeable = False
         run.dpm_src, run.dpm_src_plan, run.dpm_view = dpms, ps.plan_id, view
         return view
@@ -971,7 +1015,7 @@ class LivePipeline:
         rng = np.random.default_rng(0)
         x = rng.random(shape, dtype=np.float32)
         dpms = ps.plan.dpms_for_frame(0, 0.0, shape)
-        net = to_network_units(dpms, self._dpm_scale_um)
+        net = self._refocusers[0].network_dpms(dpms, checked=False)
         out = np.empty((k, *shape), np.float32)
         self._backend.prepare(shape[0], shape[1], k)
         times = []
@@ -1037,6 +1081,7 @@ class _Popper:
         stage_z = _as_float(z) if z is not None else self.p._stage_z
         channel = self._channel(meta, cam_no)
 
+        ps = self.p._plan_state  # one read: the plan in force when the frame arrived
         slot = ring.claim()
         assert slot is not None
         np.copyto(slot.arrays["image"], img)
@@ -1048,6 +1093,8 @@ class _Popper:
             stage_z_um=stage_z,
             metadata=MappingProxyType(meta),
             channel=channel,
+            plan_id=ps.plan_id,
+            plan=ps.plan,
         )
         run.stats.on_frame_in(arrival, time.perf_counter() - t0, cam_no, cam_t)
         ring.publish(slot, fmeta)

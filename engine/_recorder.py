@@ -105,6 +105,10 @@ class RecordingSummary:
     error: str | None = None
     pipeline_error: str | None = None
     completion_s: float = 0.0
+    completes_after_stop: bool = True
+    """Whether skipped planes are computed after stop (False: ``--no-complete``)."""
+    completion_estimate_s: float | None = None
+    """The completion's estimated duration, from the live inference time per frame."""
     events: list[str] = field(default_factory=list)
 
     @property
@@ -116,6 +120,7 @@ class RecordingSummary:
 
     def lines(self) -> list[str]:
         fps = self.frames_recorded / self.duration_s if self.duration_s > 0 else math.nan
+        after = "completed after stop" if self.completes_after_stop else "left for complete"
         out = [
             f"recording: {self.path} ({self.format})",
             f"  frames acquired      {self.frames_acquired}",
@@ -126,8 +131,8 @@ class RecordingSummary:
             + (f" in {self.completion_s:.1f} s" if self.completed_after else ""),
             f"  planes incomplete    {self.incomplete}",
             f"  dropped by camera    {self.dropped_by_camera}",
-            f"  skipped by engine    {self.skipped_by_engine} (completed after stop)",
-            f"  planes not stored    {self.planes_missed} (recorder lapped; completed after)",
+            f"  skipped by engine    {self.skipped_by_engine} ({after})",
+            f"  planes not stored    {self.planes_missed} (recorder lapped; {after})",
             f"  raw frames lost      {self.raw_lost}",
         ]
         if self.channels:
@@ -144,6 +149,17 @@ class RecordingSummary:
         if self.error:
             out.append(f"  ERROR: {self.error}")
         return out
+
+
+def completion_estimate_s(stats: Any, n_frames: int) -> float | None:
+    """Seconds to compute the planes of ``n_frames`` frames after stop, from the live
+    engine's median inference time per frame (None before any frame was processed)."""
+    ms = None
+    with contextlib.suppress(Exception):
+        ms = float(stats.stage_ms["infer"])
+    if ms is None or not math.isfinite(ms) or ms <= 0:
+        return None
+    return n_frames * ms / 1000.0
 
 
 def model_metadata(model: Any) -> dict[str, Any]:
@@ -369,6 +385,12 @@ class Recorder:
         ``LivePipeline(channels=...)``); default: the channel values themselves. The
         recording then has a C axis (raw ``T, C, Y, X``, planes ``T, C, Z, Y, X``), a time
         point is one frame of each channel, ``max_frames`` counts time points.
+    units
+        Plane intensities: ``"normalized"`` (the network's output) or ``"counts"`` (the
+        normalisation undone, the camera's units).
+    before_completion
+        Called in :meth:`stop` before the skipped planes are computed, with the number of
+        frames to complete and the estimated seconds (None when unknown).
     """
 
     def __init__(
@@ -387,8 +409,12 @@ class Recorder:
         sync_interval_s: float = 5.0,
         on_error: Callable[[RecordingError], None] | None = None,
         channel_names: Sequence[str] | None = None,
+        units: str = "normalized",
+        before_completion: Callable[[int, float | None], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.units = units
+        self.before_completion = before_completion
         channels = getattr(pipeline, "channels", None)
         self.channels: list[str] | None = None
         if channels is not None:
@@ -430,6 +456,9 @@ class Recorder:
         self._t_start = 0.0
         self._t_stop = 0.0
         self._stopped = False
+        self.stops_pipeline = True
+        """Whether :meth:`stop` stops the pipeline (it was not running at :meth:`start`)."""
+        self._stats_at_start: Any = None
         self.summary: RecordingSummary | None = None
         self.completion: CompletionReport | None = None
 
@@ -455,10 +484,19 @@ class Recorder:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        """Open the files and subscribe (call before ``pipeline.start()``)."""
+        """Open the files and subscribe.
+
+        Called before ``pipeline.start()`` the recording gets the run from its first frame
+        and :meth:`stop` stops the pipeline. Called while the pipeline runs it attaches from
+        the next frame on (the camera keeps streaming; it may lag as far as the running
+        rings hold, see ``LivePipeline(ring_slots=, plane_slots=)``) and :meth:`stop`
+        detaches, leaving the pipeline running.
+        """
         if self.writer is not None:
             raise RuntimeError("this Recorder was already started; make a new one")
         p = self.pipeline
+        running = getattr(p, "state", "idle") in ("running", "stopping")
+        self.stops_pipeline = not running
         core = p.core
         h, w = int(core.getImageHeight()), int(core.getImageWidth())
         bpp = int(core.getBytesPerPixel())
@@ -485,15 +523,21 @@ class Recorder:
             overwrite=self.overwrite,
             sync_interval_s=self.sync_interval_s,
             channels=self.channels,
+            units=self.units,
         )
-        self._note_plan(first_index=0)
+        self._note_plan(int(p.plan_id), plan, first_index=0)
         self._note_normalization(first_index=0)
         frame_mb = h * w * dtype.itemsize / 2**20
         planes_mb = offsets.size * h * w * 4 / 2**20
         raw_slots = int(max(32, min(4096, self.buffer_mb / max(frame_mb, 1e-6))))
         plane_slots = int(max(4, min(256, self.buffer_mb / max(planes_mb, 1e-6))))
-        self._raw_sub = p.subscribe_raw(maxsize=raw_slots, name="recorder-raw")
-        self._planes_sub = p.subscribe_all(maxsize=plane_slots, name="recorder-planes")
+        if running:  # attach: as far behind as the running rings allow
+            self._stats_at_start = p.stats()
+            self._raw_sub = p.subscribe_raw(name="recorder-raw")
+            self._planes_sub = p.subscribe_all(name="recorder-planes")
+        else:
+            self._raw_sub = p.subscribe_raw(maxsize=raw_slots, name="recorder-raw")
+            self._planes_sub = p.subscribe_all(maxsize=plane_slots, name="recorder-planes")
         self._t_start = time.perf_counter()
         self._threads = [
             threading.Thread(target=self._raw_loop, name="live-deepz-rec-raw", daemon=True),
@@ -503,13 +547,11 @@ class Recorder:
             t.start()
 
     # ------------------------------------------------------------------ helpers
-    def _note_plan(self, first_index: int) -> int:
-        """Journal the pipeline's current plan when it is new; returns its id."""
-        p = self.pipeline
-        for _ in range(3):  # plan and plan_id are two reads: retry if set_plan raced us
-            pid, plan = int(p.plan_id), p.plan
-            if int(p.plan_id) == pid:
-                break
+    def _note_plan(self, pid: int, plan: Any, first_index: int) -> int:
+        """Journal plan ``pid`` (a frame's own, stamped when it was acquired) when it is new;
+        returns its id."""
+        if plan is None:  # a frame source that stamps no plan: the pipeline's current one
+            pid, plan = int(self.pipeline.plan_id), self.pipeline.plan
         if pid not in self._plans:
             self._plans[pid] = plan
             assert self.writer is not None
@@ -522,18 +564,25 @@ class Recorder:
             )
         return pid
 
-    def _note_normalization(self, first_index: int, *, first_only: bool = False) -> None:
-        """Journal the pipeline's normalisation when it changed.
+    def _note_normalization(
+        self, first_index: int, *, first_only: bool = False, used: tuple[int, Any] | None = None
+    ) -> None:
+        """Journal a normalisation when it changed.
 
-        The planes thread calls it with the index of each processed frame (a refit applies
-        from the frame it was fitted on); the raw thread only records the first one (so a
-        recording whose planes were all lapped still has it), hence ``first_only``.
+        The planes thread hands in the one each processed frame was refocused with
+        (``used``: channel, normalisation; a refit applies from the frame it was fitted on);
+        the raw thread only records the pipeline's first one (so a recording whose planes
+        were all lapped still has it), hence ``first_only``.
         """
-        p = self.pipeline
-        norms = getattr(p, "normalizations", None)  # per channel
-        if norms is None:
-            norm = getattr(p, "normalization", None)
-            norms = {} if norm is None else {0: norm}
+        norms: Any
+        if used is not None and used[1] is not None:
+            norms = {int(used[0]): used[1]}
+        else:
+            p = self.pipeline
+            norms = getattr(p, "normalizations", None)  # per channel
+            if norms is None:
+                norm = getattr(p, "normalization", None)
+                norms = {} if norm is None else {0: norm}
         with self._norm_lock:
             for c, norm in sorted(norms.items()):
                 prev = self._norm_objs.get(c)
@@ -546,14 +595,8 @@ class Recorder:
                 )
 
     def _plan_object(self, plan_id: int) -> Any:
-        """The plan object of ``plan_id`` (None when it was replaced before we saw it)."""
-        plan = self._plans.get(plan_id)
-        if plan is None:
-            p = self.pipeline
-            cur = p.plan
-            if int(p.plan_id) == plan_id:
-                plan = self._plans.setdefault(plan_id, cur)
-        return plan
+        """The plan object of ``plan_id`` (noted from the raw frames, which carry it)."""
+        return self._plans.get(plan_id)
 
     def _journal_timeline(self, force: bool = False) -> None:
         """Journal the dynamic plans' per-frame DPMs (:class:`PlanTimeline`), at most about
@@ -615,7 +658,7 @@ class Recorder:
                 if self.max_frames is not None and t >= self.max_frames:
                     self._after_limit += 1
                     continue
-                pid = self._note_plan(first_index=f.index)
+                pid = self._note_plan(f.plan_id, f.plan, first_index=f.index)
                 self._note_normalization(first_index=f.index, first_only=True)
                 md = f.metadata
                 exposure = _as_float(md.get("live_deepz.exposure_ms", md.get("Exposure-ms")))
@@ -691,7 +734,7 @@ class Recorder:
                         first_index=pf.index,
                         offsets_um=np.asarray(pf.offsets_um),
                     )
-                self._note_normalization(first_index=pf.index)
+                self._note_normalization(first_index=pf.index, used=(pf.channel, pf.normalization))
                 writer.write_planes(
                     t,
                     pf.planes,
@@ -724,8 +767,13 @@ class Recorder:
             assert self.summary is not None
             return self.summary
         self._stopped = True
+        do_complete = self.complete_on_stop if complete is None else complete
+        after = "completed after stop" if do_complete else "left for `live-deepz complete`"
         p = self.pipeline
-        if getattr(p, "state", "idle") in ("running", "stopping"):
+        if not self.stops_pipeline:  # attached to a running pipeline: detach, keep it running
+            for sub in (self._raw_sub, self._planes_sub):
+                sub.end_here()
+        elif getattr(p, "state", "idle") in ("running", "stopping"):
             try:
                 p.stop()
             except Exception as exc:  # the camera is gone: record what we have
@@ -745,12 +793,18 @@ class Recorder:
             stats = p.stats()
         if stats is not None and self._pipeline_error is None and stats.error:
             self._pipeline_error = stats.error
-        s = RecordingSummary(path=str(writer.paths.base), format=writer.format)
+        s = RecordingSummary(
+            path=str(writer.paths.base), format=writer.format, completes_after_stop=do_complete
+        )
         if stats is not None:
+            base = self._stats_at_start  # attached to a running pipeline: count from there
             s.frames_acquired = int(stats.frames_in)
-            s.dropped_by_camera = int(stats.dropped_camera)
-            s.skipped_by_engine = int(stats.dropped_engine)
-            s.discarded_at_stop = int(stats.discarded_at_stop)
+            span = self._raw_sub.span()
+            if base is not None and span is not None:  # the frames between attach and detach
+                s.frames_acquired = span[1] - span[0]
+            s.dropped_by_camera = int(stats.dropped_camera) - (base.dropped_camera if base else 0)
+            s.skipped_by_engine = int(stats.dropped_engine) - (base.dropped_engine if base else 0)
+            s.discarded_at_stop = int(stats.discarded_at_stop) if self.stops_pipeline else 0
         s.frames_recorded = writer.n_frames
         s.processed_live = self._planes_live
         if self.channels is not None:
@@ -765,11 +819,11 @@ class Recorder:
         s.duration_s = max(0.0, (self._t_stop or time.perf_counter()) - self._t_start)
         s.pipeline_error = self._pipeline_error
         for what, n in self._planes_dropped.items():
-            s.events.append(f"{n} plane frame(s) not stored live ({what}); completed after stop")
+            s.events.append(f"{n} plane frame(s) not stored live ({what}); {after}")
         if self._planes_missed:
             s.events.append(
                 f"{self._planes_missed} processed frame(s) were lapped before the recorder "
-                "stored their planes (completed after stop)"
+                f"stored their planes ({after})"
             )
         with contextlib.suppress(RecordingError):
             self._note_normalization(first_index=0, first_only=True)
@@ -792,22 +846,19 @@ class Recorder:
             self.summary = s
             return s
         todo = len(writer.incomplete())
-        do_complete = self.complete_on_stop if complete is None else complete
+        s.completion_estimate_s = completion_estimate_s(stats, todo)
         if todo and do_complete:
+            if self.before_completion is not None:
+                self.before_completion(todo, s.completion_estimate_s)
             try:
                 # plans with a journaled DPM timeline (drift) are rebuilt from it: the live
                 # object only knows its current correction, not that of every frame
                 static = {i: q for i, q in self._plans.items() if not PlanTimeline.is_drift(q)}
-                infer: Any = p.backend.infer
-                if self.channels is not None:  # one backend per channel
-                    infer = [b.infer for b in p.backends]
+                refocusers = p.refocusers  # one per channel: the card's range and DPM scale
                 self.completion = complete_recording(
                     writer.paths.base,
-                    infer,
+                    refocusers if self.channels is not None else refocusers[0],
                     plans=static,
-                    dpm_scale_um=getattr(p, "_dpm_scale_um", None),
-                    z_range_um=getattr(p, "_z_range_um", None),
-                    allow_out_of_range=bool(getattr(p, "_allow_oor", False)),
                     progress=self.progress,
                     summary=summary_json,
                 )

@@ -47,6 +47,7 @@ DEEPZ_UNET = "deepz-unet"
 #: type name -> ``"module:function"`` that registers it (called on first lookup).
 BUILTIN_FAMILIES: dict[str, str] = {
     DEEPZ_UNET: "live_deepz.architectures:_register_deepz_unet",
+    "wfcon3d": "live_deepz.wfcon3d:register",
 }
 
 Build = Callable[[dict[str, Any]], nn.Module]
@@ -168,6 +169,7 @@ def _register_deepz_unet() -> None:
             width=float(arch["width"]),
             in_channels=int(arch.get("in_channels", 2)),
             out_channels=int(arch.get("out_channels", 1)),
+            residual=bool(arch.get("residual", False)),
         )
 
     def build(arch: dict[str, Any]) -> nn.Module:
@@ -183,6 +185,8 @@ def _register_deepz_unet() -> None:
             v = arch.get(key, 1)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 return key, f"must be a positive integer, got {arch[key]!r}"
+        if "residual" in arch and not isinstance(arch["residual"], bool):
+            return "residual", f"must be true or false, got {arch['residual']!r}"
         return None
 
     def describe(module: nn.Module) -> dict[str, Any] | None:
@@ -194,6 +198,8 @@ def _register_deepz_unet() -> None:
             arch["in_channels"] = cfg.in_channels
         if cfg.out_channels != 1:
             arch["out_channels"] = cfg.out_channels
+        if cfg.residual:  # absent = False: older model files keep their exact card
+            arch["residual"] = True
         return arch
 
     register_architecture(

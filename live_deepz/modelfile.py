@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from .architectures import (
     unwrap_module,
 )
 from .errors import LiveDeepzError, ModelFileError
+from .model_home import MODELS_ENV
 from .optics import Optics
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "LoadedModel",
     "ModelCard",
+    "UnfinishedModelWarning",
     "available_models",
     "bundled_models",
     "bundled_models_dir",
@@ -57,6 +60,7 @@ __all__ = [
     "model_summary",
     "resolve_model",
     "save_model",
+    "training_warning",
     "user_models",
     "weights_sha256",
 ]
@@ -68,7 +72,6 @@ ARCHITECTURE_TYPE = DEEPZ_UNET
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 DEFAULT_MODEL_NAME = "deepz-sim20x-default"
-MODELS_ENV = "LIVE_DEEPZ_MODELS"
 MODALITIES = ("widefield", "confocal")
 OPTICS_KEYS = ("na", "wavelength_um", "pixel_size_um", "immersion_ri", "sample_ri")
 
@@ -203,6 +206,7 @@ class ModelCard:
             width=float(arch["width"]),
             in_channels=int(arch.get("in_channels", 2)),
             out_channels=int(arch.get("out_channels", 1)),
+            residual=bool(arch.get("residual", False)),
         )
 
     @property
@@ -346,11 +350,13 @@ def bundled_models() -> list[Path]:
 
 
 def user_models() -> list[Path]:
-    """Model folders inside the folder(s) named by ``$LIVE_DEEPZ_MODELS``."""
+    """Model folders inside the folder(s) named by ``$LIVE_DEEPZ_MODELS`` (when unset: the
+    default home ``~/.local/share/live-deepz/models``, see :mod:`live_deepz.model_home`)."""
+    from .model_home import user_model_roots
+
     found: list[Path] = []
-    for entry in os.environ.get(MODELS_ENV, "").split(os.pathsep):
-        root = Path(entry).expanduser() if entry.strip() else None
-        if root is not None and root.is_dir():
+    for root in user_model_roots():
+        if root.is_dir():
             found.extend(sorted(p for p in root.iterdir() if _is_model_folder(p)))
     return found
 
@@ -515,6 +521,36 @@ class LoadedModel:
     """The model folder."""
 
 
+class UnfinishedModelWarning(UserWarning):
+    """A model whose training was interrupted or is too short to be useful."""
+
+
+def training_warning(card: ModelCard) -> str | None:
+    """Why this model may not be a finished one (from its card), or None.
+
+    ``training.complete`` false: the run stopped before its end (the folder holds the best
+    model so far); ``training.short`` true: fewer steps than its recipe needs to be useful.
+    Cards without these keys (models written before they existed) give None.
+    """
+    t = card.training
+    steps = t.get("steps")
+    if t.get("complete") is False:
+        planned = t.get("planned_steps")
+        of = f" of {planned}" if planned is not None else ""
+        return (
+            f"model {card.name!r}: its training was interrupted after {steps}{of} steps "
+            "(card training.complete = false); it is the best model of an unfinished run. "
+            "Resume it with `live-deepz train ... --resume` or train it again."
+        )
+    if t.get("short") is True:
+        return (
+            f"model {card.name!r}: trained only {steps} steps, fewer than the "
+            f"{t.get('min_useful_steps')} its recipe needs (card training.short = true); "
+            "expect it not to refocus well."
+        )
+    return None
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
     """Load and check a model folder (or the path of its model.safetensors / card.json)."""
     from safetensors.torch import load
@@ -570,12 +606,21 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
                 f"{wpath}: tensor '{k}' has dtype {tensors[k].dtype}, expected float32; "
                 "re-save the model with save_model."
             )
+    broken = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelFileError(
+            f"{wpath}: {len(broken)} weight tensor(s) hold NaN or inf (first: '{broken[0]}'); "
+            "the model cannot refocus. Retrain it (a diverged training run) or copy it again."
+        )
 
     with torch.device("meta"):
         generator = family.build(card.architecture)
     state = {k: v.to(torch.float32).contiguous() for k, v in tensors.items()}
     generator.load_state_dict(state, strict=True, assign=True)
     generator = generator.to(device).eval()
+    note = training_warning(card)
+    if note is not None:
+        warnings.warn(note, UnfinishedModelWarning, stacklevel=2)
     return LoadedModel(card=card, generator=generator, weights_sha256=sha, path=folder)
 
 
@@ -607,5 +652,10 @@ def model_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         modality=dict(card.modality),
         validation_mae=card.validation_mae,
         training_steps=card.training.get("steps"),
+        residual=bool(card.architecture.get("residual", False)),
+        recipe=card.training.get("recipe"),
     )
+    note = training_warning(card)
+    if note is not None:
+        row["warning"] = note
     return row

@@ -25,6 +25,14 @@ provides it. The final conv is linear (the output is an intensity, normalised, u
 Every 3x3 convolution uses replicate padding of one pixel; weights are Xavier-uniform,
 biases 0.1. ``DeepZGenerator.forward`` accepts any ``H, W``: it replicate-pads the input up to
 a multiple of 16 (four 2x poolings) and crops the output back.
+
+**Global residual** (``DeepZConfig.residual``, not in the paper; the ``fast`` training
+recipe): ``out = image + conv1(y1)`` with the head conv's weights and bias zero-initialised,
+so an untrained network is the identity (DPM 0 gives the input back) and training learns
+only the change of focus. With the paper's plain head an L1/L2-trained CPU-sized network
+learned to drop sparse in-focus points; with the residual the in-focus peak is exact from
+the first step (benchmarks/RESULTS.md, session 4). The model card records it
+(``architecture.residual``; absent = False, so every older model file loads unchanged).
 """
 
 from __future__ import annotations
@@ -98,12 +106,16 @@ class DeepZConfig:
     width: float = 1.0
     in_channels: int = 2
     out_channels: int = 1
+    residual: bool = False
+    """Global residual: ``out = input[:, :out_channels] + head(...)``, head zero-initialised."""
 
     def __post_init__(self) -> None:
         if not self.width > 0:
             raise ValueError(f"DeepZConfig.width must be > 0, got {self.width}")
         if self.in_channels < 1 or self.out_channels < 1:
             raise ValueError("DeepZConfig in_channels and out_channels must be >= 1")
+        if self.residual and self.out_channels > self.in_channels:
+            raise ValueError("a residual generator needs out_channels <= in_channels")
         if self.in_channels > self.down_b[0]:
             raise ValueError(
                 f"in_channels={self.in_channels} exceeds the first level's "
@@ -175,6 +187,10 @@ class DeepZGenerator(nn.Module):
         self.up = nn.ModuleList(UpBlock(below[k], b[k], c[k], d[k]) for k in range(4))
         self.head = _conv3x3(d[0], config.out_channels)
         _init_weights(self)
+        if config.residual:  # start as the identity: the net learns the change of focus
+            nn.init.zeros_(self.head.weight)
+            if self.head.bias is not None:
+                nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
@@ -182,6 +198,7 @@ class DeepZGenerator(nn.Module):
         pad_h = (SIZE_MULTIPLE - h % SIZE_MULTIPLE) % SIZE_MULTIPLE
         pad_w = (SIZE_MULTIPLE - w % SIZE_MULTIPLE) % SIZE_MULTIPLE
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        image = x[:, : self.config.out_channels] if self.config.residual else None
 
         skips = []  # x_2 .. x_5 at H', H'/2, H'/4, H'/8
         for k, block in enumerate(self.down):
@@ -193,6 +210,8 @@ class DeepZGenerator(nn.Module):
         for k in reversed(range(4)):
             y = self.up[k](skips[k], y)  # y_{k+1} at H' / 2**k
         out = self.head(y)  # (N, out_channels, H', W')
+        if image is not None:  # global residual: + the image channel(s)
+            out = out + image
         return out[..., :h, :w]
 
 

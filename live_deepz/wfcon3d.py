@@ -23,7 +23,8 @@ Discriminator: the 3D version of Deep-Z's (``network.Discriminator``): six block
 channel counts of Deep-Z's times ``width``.
 
 Both take ``(N, 1, Z, Y, X)`` in [0, 1]; the generator accepts any size (it pads by
-replication up to multiples of ``2^z_pools`` planes and 16 pixels, and crops back).
+replication up to multiples of ``2^z_pools`` planes and 16 pixels, at least 32, and crops
+back).
 """
 
 from __future__ import annotations
@@ -148,7 +149,12 @@ class WFConGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z, h, w = x.shape[-3:]
         zm, lm = self.config.z_multiple, 2**LEVELS
-        pads = ((zm - z % zm) % zm, (lm - h % lm) % lm, (lm - w % lm) % lm)
+        # multiples of the poolings, and at least 2 lateral pixels at the bottleneck so that
+        # instance norm has more than one value to normalise
+        pads = tuple(
+            max((m - n % m) % m, lo - n)
+            for n, m, lo in ((z, zm, 0), (h, lm, 2 * lm), (w, lm, 2 * lm))
+        )
         xp = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate") if any(pads) else x
         skips = [self.inc(xp)]
         for k, block in enumerate(self.down, start=1):

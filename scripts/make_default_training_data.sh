@@ -6,13 +6,38 @@
 # Beads are denser than the simulator's default (4 per 100 µm² on slides, 2 per 1000 µm³ in
 # gel): at the default density a 256² bead field has ~1 % foreground and yields 0-2 training
 # regions, so beads were almost absent from the training set (measured 2026-11-21).
+# Besides the default 20 ms exposure, a few stacks at 5 ms (4x fewer photons) and 60 ms so the
+# model does not depend on one SNR, bead cylinders, and beads through a 20 µm gel (foci over
+# the whole +-10 µm range) were added in session 4.
 set -euo pipefail
 out=${1:-runs/default_data}; size=${2:-256}
 mkdir -p "$out"
-sim() { live-deepz simulate --quiet --size "$size" --z-range -15 15 --z-step 0.5 "$@"; }
-for s in 101 102 103 104 105 106; do sim --sample beads --density 4 --seed $s -o "$out/beads_$s.ome.tif"; done
-for s in 111 112 113 114 115 116 117 118; do sim --sample beads-volume --thickness-um 8 --density 2 --seed $s -o "$out/beadsvol_$s.ome.tif"; done
-for s in 121 122; do sim --sample beads-tilted --density 4 --tilt-deg 1.5 --azimuth-deg $((s*37 % 360)) --seed $s -o "$out/beadstilt_$s.ome.tif"; done
-for s in 131 132 133 134 135 136; do sim --sample worm --seed $s -o "$out/worm_$s.ome.tif"; done
-for s in 141 142 143 144; do sim --sample filaments --thickness-um 6 --seed $s -o "$out/filaments_$s.ome.tif"; done
+if [ "${JOBS:-1}" -gt 1 ] && [ -z "${_WORKER:-}" ]; then
+  for _ in $(seq "$JOBS"); do _WORKER=1 "$0" "$out" "$size" & done
+  wait; ls -la "$out"; exit 0
+fi
+# sim NAME ARGS...: writes $out/NAME.ome.tif (+ NAME.truth.json) unless it exists; each stack is
+# written in a temporary folder and moved in when complete, and claimed with a lock folder, so
+# an interrupted run can be restarted and two runs can share the work (JOBS=2 runs two).
+sim() {
+  local name=$1; shift
+  [ -f "$out/$name.ome.tif" ] && return 0
+  mkdir "$out/.claim-$name" 2>/dev/null || return 0
+  local tmp; tmp=$(mktemp -d "$out/.tmp-XXXXXX")
+  live-deepz simulate --quiet --size "$size" --z-range -15 15 --z-step 0.5 "$@" -o "$tmp/$name.ome.tif"
+  mv "$tmp/$name".* "$out/" && rmdir "$tmp" "$out/.claim-$name"
+}
+for s in 101 102 103 104 105 106; do sim beads_$s --sample beads --density 4 --seed $s; done
+for s in 111 112 113 114 115 116 117 118; do sim beadsvol_$s --sample beads-volume --thickness-um 8 --density 2 --seed $s; done
+for s in 121 122; do sim beadstilt_$s --sample beads-tilted --density 4 --tilt-deg 1.5 --azimuth-deg $((s*37 % 360)) --seed $s; done
+for s in 131 132 133 134 135 136; do sim worm_$s --sample worm --seed $s; done
+for s in 141 142 143 144; do sim filaments_$s --sample filaments --thickness-um 6 --seed $s; done
+# session 4: other exposures, cylinders, thick bead gels
+for s in 107 108; do sim beads_${s}_5ms --sample beads --density 4 --exposure-ms 5 --seed $s; done
+sim beads_109_60ms --sample beads --density 4 --exposure-ms 60 --seed 109
+sim beadsvol_119_5ms --sample beads-volume --thickness-um 8 --density 2 --exposure-ms 5 --seed 119
+for s in 151 152; do sim beadscyl_$s --sample beads-cylinder --density 4 --seed $s; done
+for s in 161 162; do sim beadsthick_$s --sample beads-volume --thickness-um 20 --density 1 --seed $s; done
+sim worm_137_5ms --sample worm --exposure-ms 5 --seed 137
+sim filaments_145_5ms --sample filaments --thickness-um 6 --exposure-ms 5 --seed 145
 ls -la "$out"

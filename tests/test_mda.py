@@ -15,7 +15,7 @@ import zarr
 from _recording_support import FakeBackend, SlowBackend
 
 from live_deepz.dpm import StaticPlanePlan
-from live_deepz.engine import MDAProcessor
+from live_deepz.engine import MDAProcessor, Refocuser
 from live_deepz.errors import InputError
 from live_deepz.microscope import SIM_CAMERA, NoiseFrameSource, open_core
 from live_deepz.normalize import Normalization
@@ -180,7 +180,7 @@ def test_complete_mda_recording_later(core: Any, tmp_path: Path) -> None:
     with open_recording(out) as rec:
         assert not rec.complete.all()
         assert np.isnan(np.asarray(rec.planes[:])[~rec.complete]).all()
-    report = complete_mda_recording(out, FakeBackend().infer, dpm_scale_um=SCALE)
+    report = complete_mda_recording(out, Refocuser.from_range(None, SCALE, FakeBackend()))
     assert report.completed == s.incomplete and report.complete
     with open_recording(tmp_path / "later.planes.zarr") as rec:
         assert rec.complete.all()
@@ -191,6 +191,7 @@ class PlusBackend(FakeBackend):
     """FakeBackend + a constant: tells which backend made a frame's planes."""
 
     def __init__(self, extra: float) -> None:
+        super().__init__()
         self.extra = extra
 
     def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:

@@ -24,6 +24,7 @@ from _recording_support import (
 
 from live_deepz.cli import main
 from live_deepz.dpm import StaticPlanePlan, to_network_units
+from live_deepz.engine import Refocuser
 from live_deepz.engine._pipeline import LivePipeline
 from live_deepz.engine._recorder import Recorder
 from live_deepz.microscope import META_CHANNEL, META_FRAME, NoiseFrameSource, SimCamera
@@ -295,7 +296,11 @@ def test_kill_9_of_a_two_channel_recording_then_complete(tmp_path: Path, fmt: st
         np.testing.assert_array_equal(numbers[got], slot[got])  # exposure k in slot k
         assert not r.complete[:flushed][got].all()  # the slow engine left planes to complete
         n = r.n_frames
-    report = complete_recording(out, [FakeBackend().infer, FakeBackend().infer], progress=False)
+    report = complete_recording(
+        out,
+        [Refocuser.for_recording(out, FakeBackend()) for _ in range(2)],
+        progress=False,
+    )
     assert report.complete
     with open_recording(out) as r:
         assert r.finished and r.n_frames == n

@@ -27,6 +27,7 @@ from _recording_support import (
 )
 
 from live_deepz.dpm import StaticPlanePlan, to_network_units
+from live_deepz.engine import Refocuser
 from live_deepz.engine._pipeline import LivePipeline
 from live_deepz.engine._recorder import Recorder
 from live_deepz.errors import LiveDeepzError
@@ -181,7 +182,7 @@ def test_torn_tail_and_broken_journal_line_are_dropped_and_repaired(tmp_path: Pa
         assert not r.finished and r.n_frames == 4 and r.journal_lines_skipped == 1
         assert r.raw is not None
         assert r.raw[3][0, 0] == 3
-    report = complete_recording(path, FakeBackend().infer, progress=False)
+    report = complete_recording(path, Refocuser.for_recording(path, FakeBackend()), progress=False)
     assert report.completed == 4 and report.complete
     assert scan_tiff(raw).file_size < os.path.getsize(raw) + 1  # tail cut, XML appended
     with tifffile.TiffFile(raw) as tf:
@@ -375,7 +376,7 @@ def test_kill_9_leaves_a_readable_recording_that_complete_finishes(
         assert not r.complete.all()  # the slow engine left planes to complete
         n = r.n_frames
 
-    report = complete_recording(out, FakeBackend().infer, progress=False)
+    report = complete_recording(out, Refocuser.for_recording(out, FakeBackend()), progress=False)
     assert report.complete and report.n_frames == n
     with open_recording(out) as r:
         assert r.finished and r.complete.all() and r.n_frames == n

@@ -12,6 +12,7 @@ import pytest
 from _recording_support import SHAPE, FakeBackend, SlowBackend, sim_core, wait_for
 
 from live_deepz.dpm import to_network_units
+from live_deepz.engine import Refocuser
 from live_deepz.engine._pipeline import LivePipeline
 from live_deepz.engine._recorder import Recorder
 from live_deepz.normalize import Normalization
@@ -98,7 +99,7 @@ def test_recorder_journals_the_dpm_timeline_and_completion_uses_it(tmp_path: Pat
         assert est == sorted(est) and set(est) == set(plan.estimates)
         assert not r.complete.all()
 
-    report = complete_recording(out, FakeBackend().infer, progress=False)
+    report = complete_recording(out, Refocuser.for_recording(out, FakeBackend()), progress=False)
     assert report.complete and report.completed > 0
     with open_recording(out) as r:
         assert r.complete.all()

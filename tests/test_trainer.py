@@ -194,21 +194,28 @@ def _cli(tmp_path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _paper(tmp_path, *extra: str) -> list[str]:
+    return _cli(tmp_path, "--recipe", "paper", *extra)
+
+
 def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path, capsys) -> None:
     pytest.importorskip("live_deepz.io")
     from live_deepz.cli import main
 
     data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=40 + i)) for i in range(2)]
     out = str(tmp_path / "models" / "mine")
-    args = _cli(tmp_path, "--data", *data, "-o", out, "--pretrain-steps", "2", "--steps", "0")
+    args = _paper(tmp_path, "--data", *data, "-o", out, "--steps", "2")  # 2 L1-only steps
     assert main(args) == 0
     card = load_model(out).card
     assert card.training["steps"] == 2 and card.z_range_um == (-4.0, 4.0)
+    assert card.training["pretrain_steps"] == 2 and card.training["recipe"] == "paper"
     assert "model:" in capsys.readouterr().out
     assert main(args) == 1
     assert "--resume" in capsys.readouterr().err
-    assert main([*args, "--steps", "1", "--resume"]) == 0  # one GAN iteration more
-    assert load_model(out).card.training["steps"] == 3
+    # --steps is the total: 2 L1 steps (done) + one GAN iteration more
+    assert main([*args, "--steps", "3", "--pretrain-steps", "2", "--resume"]) == 0
+    card = load_model(out).card
+    assert card.training["steps"] == 3 and card.training["gan_iterations"] == 1
 
 
 def test_cli_deepz_plus_with_labels_makes_a_confocal_model(tmp_path) -> None:
@@ -221,7 +228,7 @@ def test_cli_deepz_plus_with_labels_makes_a_confocal_model(tmp_path) -> None:
     data = [_write(tmp_path / f"wf{i}.tif", s) for i, s in enumerate(wf)]
     labels = [_write(tmp_path / f"conf{i}.tif", s) for i, s in enumerate(conf)]
     out = tmp_path / "plus"
-    args = ["--data", *data, "--labels", *labels, "-o", str(out), "--pretrain-steps", "1"]
+    args = ["--data", *data, "--labels", *labels, "-o", str(out), "--steps", "1"]
     assert main(_cli(tmp_path, *args, "--z-half-range", "1.5")) == 0
     card = load_model(out).card
     assert card.modality == {"input": "widefield", "output": "confocal"}
@@ -246,6 +253,6 @@ def test_cli_reports_bad_inputs(tmp_path, capsys) -> None:
     }
     for message, extra in cases.items():
         out = tmp_path / "out"
-        assert main(_cli(tmp_path, *extra, "-o", str(out), "--pretrain-steps", "1")) == 1
+        assert main(_paper(tmp_path, *extra, "-o", str(out), "--steps", "1")) == 1
         err = capsys.readouterr().err
         assert message in err, (message, err)

@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="inference backend (default auto)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="save a calibration below the quality gate (too few usable focus measurements, "
+        "no agreement, a model known to fail on the sample); its problems are kept as warnings",
+    )
     parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
 
 
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         )
     image = _read_image(args.image, args.plane)
 
-    from ..calibration import CalibrationWizardModel, engine_refocus_fn
+    from ..calibration import CalibrationWizardModel, engine_refocus_fn, known_failures_of
 
     refocus = engine_refocus_fn(model, args.backend, precision=args.precision, device=args.device)
 
@@ -118,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         sweep_um=args.sweep,
         estimate_options=opts,
         progress=progress,
+        known_failures=known_failures_of(model.card),
+        force=args.force,
     )
     steps = [
         lambda: wiz.set_image(image, args.image.name),

@@ -3,7 +3,8 @@
 Repairs a recording whose writer was killed (drops torn tails, rewrites the metadata),
 computes the planes of every frame that has none from its raw frame, the recorded
 normalisation and DPM plan, and the model (the one the recording names, or ``--model``;
-the weights' sha256 must match unless ``--any-model``).
+the weights' sha256 must match unless ``--any-model``). The planes are written in the
+units the recording was made with (``record --units normalized|counts``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import ModelFileError
+from ..errors import InputError, ModelFileError
 
 __all__ = ["add_arguments", "run"]
 
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--tile", type=int, default=0, help="tile edge for large frames (0: off)")
     parser.add_argument("--allow-out-of-range", action="store_true")
+    parser.add_argument(
+        "--units",
+        choices=("normalized", "counts"),
+        default=None,
+        help="the planes' intensity units; a recording keeps the units it was made with "
+        "(record --units), so this only checks them (default: the recording's)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -107,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
 
     journal, _fmt = find_journal(args.recording)
     header, _state, _ = load_journal(journal)
+    stored = str((header.get("planes") or {}).get("unit_name", "normalized"))
+    if args.units is not None and args.units != stored:
+        raise InputError(
+            f"{args.recording} stores its planes in {stored} units (chosen when it was "
+            f"recorded: record --units {stored}); completed planes use the same units, so "
+            f"--units {args.units} cannot apply. Convert afterwards: counts = normalized × "
+            "scale + background with the normalisation in the journal"
+        )
     models = _models_for(header, args)
     from ..engine.backends import create_backend  # type: ignore[import-not-found]
 
@@ -118,22 +134,16 @@ def run(args: argparse.Namespace) -> int:
             args.backend, m.generator, precision=args.precision, device=args.device
         )
         if args.tile:
-            from ..engine._tiling import TiledBackend  # type: ignore[import-not-found]
+            from ..engine import TiledBackend  # type: ignore[import-not-found]
 
             backend = TiledBackend(backend, tile=args.tile)
         made[id(m)] = backend
-    model = models[0]
-    report = complete_recording(
-        args.recording,
-        [made[id(m)].infer for m in models],
-        dpm_scale_um=model.card.dpm_scale_um,
-        z_range_um=(
-            max(float(m.card.z_range_um[0]) for m in models),
-            min(float(m.card.z_range_um[1]) for m in models),
-        ),
-        allow_out_of_range=args.allow_out_of_range,
-        progress=not args.no_progress,
-    )
+    from ..engine import Refocuser  # type: ignore[import-not-found]
+
+    refocusers = [
+        Refocuser(m, made[id(m)], allow_out_of_range=args.allow_out_of_range) for m in models
+    ]
+    report = complete_recording(args.recording, refocusers, progress=not args.no_progress)
     with open_recording(args.recording) as rec:  # camera frames (one per channel)
         n, done = int(rec.acquired.sum()), int((rec.complete & rec.acquired).sum())
     print(f"completed: {report.path}")

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..modelfile import MODELS_ENV, available_models, bundled_models, model_summary
+from ..model_home import MODELS_ENV, user_model_roots
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,11 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows() -> list[dict[str, Any]]:
+    from ..modelfile import available_models, bundled_models, model_summary  # torch: lazily
+
     bundled = set(bundled_models())
     rows = []
     for path in available_models():
         row = model_summary(path)
-        row["source"] = "bundled" if path in bundled else f"${MODELS_ENV}"
+        row["source"] = "bundled" if path in bundled else f"user: {path.parent}"
         rows.append(row)
     return rows
 
@@ -32,8 +34,10 @@ def _text(row: dict[str, Any]) -> str:
     mae = row["validation_mae"]
     lines = [
         head,
-        f"    network:    deepz-unet width {row['width']:g}, {row['parameters'] / 1e6:.2f} M "
-        "parameters",
+        f"    network:    deepz-unet width {row['width']:g}"
+        + (", global residual" if row.get("residual") else "")
+        + f", {row['parameters'] / 1e6:.2f} M parameters"
+        + (f" (recipe {row['recipe']})" if row.get("recipe") else ""),
         f"    z range:    {z0:+g} .. {z1:+g} um (DPM scale {row['dpm_scale_um']:g} um)",
         f"    optics:     NA {o['na']:g}, emission {o['wavelength_um']:g} um, pixel "
         f"{o['pixel_size_um']:g} um, immersion n={o['immersion_ri']:g}, "
@@ -44,6 +48,8 @@ def _text(row: dict[str, Any]) -> str:
     ]
     if row.get("card_name"):
         lines.insert(1, f"    card name:  {row['card_name']}")
+    if row.get("warning"):
+        lines.insert(1, f"    WARNING: {row['warning']}")
     if row.get("description"):
         lines.insert(1, f"    {row['description']}")
     return "\n".join(lines)
@@ -54,12 +60,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    roots = ", ".join(str(r) for r in user_model_roots())
+    where = f"user models are looked for in {roots} (set ${MODELS_ENV} to change it)"
     if not rows:
         print(
-            "No models found: none is bundled with this build and none is in "
-            f"${MODELS_ENV}. Train one with `live-deepz train`, or pass --model PATH "
+            f"No models found: none is bundled with this build and none is in {roots} "
+            f"(${MODELS_ENV}). Train one with `live-deepz train -o NAME`, or pass --model PATH "
             "to the commands that take one."
         )
         return 0
     print("\n\n".join(_text(r) for r in rows))
+    print(f"\n{where}; `live-deepz train -o NAME` puts a new model there")
     return 0

@@ -8,9 +8,10 @@ Examples::
     live-deepz refocus stack.ome.tif --input-plane 12 --surface surface.json -o out.ome.zarr
     live-deepz refocus twocolour.ome.tif --model green,red --offset-um 4 -o out.ome.tif
 
-The output holds ``(T, [C,] Z, Y, X)`` float32 planes in normalised intensity (see
-``live_deepz.recording``) with the plane offsets, the DPM definition, the model's identity
-and the optics; ``live_deepz.recording.open_recording`` reads it back.
+The output holds ``(T, [C,] Z, Y, X)`` float32 planes in normalised intensity, or with
+``--units counts`` in the input's camera units (see ``live_deepz.recording``), with the plane
+offsets, the DPM definition, the model's identity and the optics;
+``live_deepz.recording.open_recording`` reads it back.
 """
 
 from __future__ import annotations
@@ -29,7 +30,26 @@ import numpy as np
 from ..dpm import StaticPlanePlan, parse_planes, surface_from_spec, tilted_plane
 from ..errors import InputError
 
-__all__ = ["add_arguments", "add_plan_arguments", "build_plan", "load_surface_file", "run"]
+__all__ = [
+    "add_arguments",
+    "add_plan_arguments",
+    "add_units_argument",
+    "build_plan",
+    "load_surface_file",
+    "run",
+]
+
+
+def add_units_argument(parser: argparse.ArgumentParser) -> None:
+    """``--units normalized|counts`` (shared by refocus, record and complete)."""
+    parser.add_argument(
+        "--units",
+        choices=("normalized", "counts"),
+        default="normalized",
+        help="intensity of the virtual planes: 'normalized' (the network's output, "
+        "(raw - background) / scale; default) or 'counts' (the normalisation undone: the "
+        "input's camera units)",
+    )
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser, default_planes: str | None) -> None:
@@ -68,7 +88,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser, default_planes: str | No
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="TIFF / OME-TIFF: (Y,X), (T,Y,X), z-stack, multi-channel")
+    parser.add_argument(
+        "input", nargs="?", help="TIFF / OME-TIFF: (Y,X), (T,Y,X), z-stack, multi-channel"
+    )
     parser.add_argument("-o", "--output", required=True, help="NAME.ome.tif or NAME.ome.zarr")
     add_plan_arguments(parser, default_planes=None)
     parser.add_argument(
@@ -89,8 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tile", type=int, default=512, help="tile edge for large frames (0: never tile)"
     )
     parser.add_argument("--format", choices=("tiff", "zarr"), default=None)
+    add_units_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .refocus_stack import add_stack_arguments
+
+    add_stack_arguments(parser)
 
 
 # --------------------------------------------------------------------------- surfaces
@@ -150,7 +176,7 @@ def load_surface_file(
         return _quadratic(d["coefficients"], shape, px), src
     if fit in ("smooth", "cylinder"):
         try:
-            from ..calibration._fit import SurfaceFit  # type: ignore[import-not-found]
+            from ..calibration import SurfaceFit  # type: ignore[import-not-found]
         except ImportError:
             raise InputError(
                 f"surface file {p} holds a {fit!r} fit, which needs live_deepz.calibration"
@@ -223,7 +249,7 @@ def build_plan(
                 raise InputError(
                     f"DPM file {p} holds {squeezed.shape[0]} planes already; drop --planes"
                 )
-            from ..engine._offline import ArrayPlan  # type: ignore[import-not-found]
+            from ..engine import ArrayPlan  # type: ignore[import-not-found]
 
             plan = ArrayPlan(squeezed, source=str(p))
             plan.dpms_for_frame(0, 0.0, shape)  # size check
@@ -261,7 +287,13 @@ def load_models(spec: str | None) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine._offline import read_input, refocus_file  # type: ignore[import-not-found]
+    if getattr(args, "stack", None):
+        from .refocus_stack import run_stack
+
+        return run_stack(args)
+    if not args.input:
+        raise InputError("give an image / video to refocus (or --stack STACK for a 3D model)")
+    from ..engine import read_input, refocus_file  # type: ignore[import-not-found]
 
     models = load_models(args.model)
     source = read_input(args.input, input_plane=args.input_plane)
@@ -289,6 +321,7 @@ def run(args: argparse.Namespace) -> int:
         allow_out_of_range=args.allow_out_of_range,
         format=args.format,
         overwrite=args.overwrite,
+        units=args.units,
         progress=not args.no_progress,
         metadata={"command": "live-deepz refocus " + " ".join(sys.argv[2:])},
     )

@@ -6,10 +6,16 @@ Examples::
     live-deepz train --data wf1.tif --labels confocal1.tif --z-step 0.2 -o models/plus
     torchrun --nproc_per_node=4 -m live_deepz.cli train --data *.tif -o models/big  # DDP
 
-Defaults follow the device: on CUDA the paper's width-1.0 network with 1000 L1 pre-training
-steps and 20000 GAN iterations (the paper ran ~400k); on a CPU a width-0.25 network trained
-with 2000 L1-only steps (the GAN phase costs 9 network updates per iteration, too slow on a
-CPU). Prepared stacks are cached (``--cache``) and reused by later runs.
+    live-deepz train --recipe fast --time-budget 30 --data *.ome.tif -o models/quick
+
+Two recipes (``--recipe``, see :mod:`live_deepz.training.recipes`): ``fast``, the default on a
+CPU (global-residual width-0.25 network, MSE, warm-up + cosine learning rate, crops centred on
+objects with focus-targeted target planes, 16000 steps ≈ 17 min on one idle core), and
+``paper``, the default on CUDA (the published L1 + LS-GAN schedule: width 1.0, 1000 L1 then
+20000 GAN steps; on a CPU width 0.25 and 2000 L1-only steps). ``--steps`` is the TOTAL number
+of optimisation steps, one batch each; with ``paper`` the first ``--pretrain-steps`` of them
+are L1-only and the rest GAN iterations. A duration estimate is printed after a few timed
+steps. Prepared stacks are cached (``--cache``) and reused by later runs.
 """
 
 from __future__ import annotations
@@ -18,13 +24,41 @@ import argparse
 import os
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import InputError
 from ..optics import Optics
 
-#: (width, pretrain steps, GAN steps) when not given, per device type.
-AUTO_DEFAULTS = {"cuda": (1.0, 1000, 20000), "cpu": (0.25, 2000, 0)}
+T = TypeVar("T")
+
+
+def pick(value: T | None, default: T) -> T:
+    """``value`` when given on the command line, else the recipe's ``default``."""
+    return default if value is None else value
+
+
+def _split_steps(
+    recipe_name: str, total: int, pretrain: int | None, default_pre: int | None
+) -> tuple[int, int]:
+    """``(L1/generator steps, GAN iterations)`` of a run of ``total`` steps."""
+    if recipe_name == "fast":
+        if pretrain is not None:
+            raise InputError(
+                "--pretrain-steps belongs to the paper recipe; with --recipe fast every one of "
+                "the --steps is a generator step (no GAN phase)"
+            )
+        return total, 0
+    pre = min(total, default_pre or 0) if pretrain is None else pretrain
+    if pre > total:
+        raise InputError(
+            f"--pretrain-steps {pre} is more than --steps {total}: --steps is the TOTAL number "
+            f"of steps (L1 pre-training + GAN iterations). For {pre} L1-only steps write "
+            f"--steps {pre} --pretrain-steps {pre}; for {pre} L1 then N GAN steps write "
+            f"--steps {pre}+N"
+        )
+    return pre, total - pre
 
 
 def _default_cache() -> Path:
@@ -61,7 +95,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="UM",
         help="use planes within ±this of each region's sharpest plane (default 10)",
     )
-    d.add_argument("--patch", type=int, default=256, help="training patch side, px (default 256)")
+    d.add_argument(
+        "--patch", type=int, help="training patch side, px (default: paper 256, fast 64)"
+    )
+    d.add_argument(
+        "--region",
+        type=int,
+        help="side of the foreground regions crops are drawn from, px (default: paper = the "
+        "patch, exact crops; fast 128)",
+    )
     d.add_argument(
         "--targets-per-input",
         type=int,
@@ -104,26 +146,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         required=True,
         metavar="FOLDER",
-        help="model folder to write (its name is the model's name)",
+        help="model folder to write (its name is the model's name); a bare NAME goes into "
+        "the user models folder ($LIVE_DEEPZ_MODELS, default ~/.local/share/live-deepz/"
+        "models) that `live-deepz models` lists",
     )
     t.add_argument(
-        "--width", type=float, help="network width (1.0 = paper; default 1.0 on CUDA, 0.25 on CPU)"
+        "--recipe",
+        choices=("paper", "fast"),
+        help="training recipe (default: fast on a CPU, paper on CUDA and for --labels)",
     )
-    t.add_argument("--steps", type=int, help="GAN iterations (default 20000 on CUDA, 0 on CPU)")
+    t.add_argument(
+        "--width",
+        type=float,
+        help="network width (1.0 = paper; default: paper 1.0 on CUDA / 0.25 on CPU, fast 0.25)",
+    )
+    t.add_argument(
+        "--steps",
+        type=int,
+        help="TOTAL optimisation steps, one batch each (default: fast 16000; paper 21000 on "
+        "CUDA = 1000 L1 + 20000 GAN, 2000 L1-only on CPU)",
+    )
     t.add_argument(
         "--pretrain-steps",
         type=int,
-        help="L1-only generator steps first (default 1000 on CUDA, 2000 on CPU)",
+        help="paper recipe: how many of --steps are L1-only (the rest are GAN iterations; "
+        "default 1000 on CUDA, all on CPU)",
     )
-    t.add_argument("--batch", type=int, default=20, help="global batch size (default 20)")
+    t.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="wall-time budget in minutes: the learning rate anneals by time as well and "
+        "training stops at the budget or after --steps, whichever comes first",
+    )
+    t.add_argument("--batch", type=int, help="global batch size (default: paper 20, fast 8)")
+    t.add_argument(
+        "--loss", choices=("l1", "mse"), help="reconstruction loss (default: paper l1, fast mse)"
+    )
+    t.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        help="learning-rate schedule (default: paper constant, fast cosine with warm-up)",
+    )
+    t.add_argument(
+        "--residual",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="global residual generator, output = input + net (default: fast yes, paper no)",
+    )
+    t.add_argument(
+        "--centred-fraction",
+        type=float,
+        help="fast: fraction of crops centred on an object (default 0.8)",
+    )
+    t.add_argument(
+        "--focus-target-fraction",
+        type=float,
+        help="fast: fraction of centred crops whose target is the object's focus ±1 (0.5)",
+    )
     t.add_argument(
         "--val-every",
         type=int,
-        default=50,
-        help="validate and checkpoint every N steps (default 50)",
+        help="validate and checkpoint every N steps (default: paper 50, fast 500)",
     )
     t.add_argument(
-        "--max-val-pairs", type=int, default=256, help="validation pairs used (default 256)"
+        "--max-val-pairs", type=int, help="validation pairs used (default: paper 256, fast 128)"
     )
     t.add_argument(
         "--alpha", type=float, default=0.02, help="MAE weight in the generator loss (paper: 0.02)"
@@ -135,7 +222,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight bright target pixels in the MAE by 1 + W*target (not in the paper; "
         "helps sparse samples such as beads; default 0 = plain MAE)",
     )
-    t.add_argument("--lr-g", type=float, default=1e-4, help="generator learning rate")
+    t.add_argument(
+        "--lr-g", type=float, help="generator learning rate (default: paper 1e-4, fast 1e-3)"
+    )
     t.add_argument("--lr-d", type=float, default=3e-5, help="discriminator learning rate")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
@@ -155,9 +244,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const="on",
         default="auto",
         choices=("auto", "on", "off", "bf16", "fp16"),
-        help="mixed precision: --amp alone = on (bf16 on CPU); default auto (CUDA only)",
+        help="mixed precision: --amp alone = on (bf16 on CPU); default: paper auto (CUDA "
+        "only), fast bf16 on CPU too",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .train_wfcon import add_wfcon_arguments
+
+    add_wfcon_arguments(parser)
 
 
 def _optics(args: argparse.Namespace, stacks: list) -> Optics:
@@ -188,13 +281,28 @@ def _command_line() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..model_home import model_output_folder
+
+    given, args.output = args.output, model_output_folder(args.output)
+    if Path(given) != args.output:
+        print(
+            f"live-deepz train: writing the model to {args.output} (listed by `live-deepz "
+            f"models`; -o ./{given} writes into the current folder)",
+            file=sys.stderr,
+        )
+    if getattr(args, "arch", "deepz-unet") == "wfcon3d":
+        from .train_wfcon import run_wfcon
+
+        return run_wfcon(args)
     from ..training import (
         CrossModalConfig,
         PairConfig,
         TrainConfig,
         build_crossmodal_pairs,
         build_pairs,
+        default_recipe,
         load_stacks,
+        recipe,
     )
     from ..training.ddp import barrier, cleanup, init_distributed
     from ..training.trainer import CHECKPOINT_DIR, Trainer, resolve_device
@@ -213,10 +321,43 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(args.data)} --data stack(s) but {len(args.labels)} --labels stack(s): "
                 "give one label stack per input stack, in the same order"
             )
-        width, pre, gan = AUTO_DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
         cross = args.labels is not None
+        dev_type = "cuda" if device.type == "cuda" else "cpu"
+        rec = recipe(args.recipe or default_recipe(dev_type, cross), dev_type)
+        if cross and rec.name == "fast":
+            raise InputError(
+                "--recipe fast is for Deep-Z (wide-field targets); Deep-Z+ (--labels) trains "
+                "with --recipe paper"
+            )
+        total = args.steps if args.steps is not None else rec.steps
+        pre, gan = _split_steps(rec.name, total, args.pretrain_steps, rec.pretrain_steps)
+        if total < 1:
+            raise InputError(f"--steps must be >= 1 (the total number of steps), got {total}")
+        patch = args.patch if args.patch is not None else rec.patch
+        if args.region is not None:
+            region = args.region
+        else:  # fast: crops inside larger regions; paper: each region cropped exactly
+            region = max(rec.region, patch) if rec.sampling is not None else patch
+        if rec.sampling is None and region != patch:
+            raise InputError("--region differs from --patch only with --recipe fast")
+        sampling = None
+        if rec.sampling is not None:
+            sampling = replace(
+                rec.sampling,
+                crop=patch,
+                **{
+                    k: v
+                    for k, v in (
+                        ("centred_fraction", args.centred_fraction),
+                        ("focus_target_fraction", args.focus_target_fraction),
+                    )
+                    if v is not None
+                },
+            )
+        elif args.centred_fraction is not None or args.focus_target_fraction is not None:
+            raise InputError("--centred-fraction/--focus-target-fraction need --recipe fast")
         pcfg = PairConfig(
-            patch=args.patch,
+            patch=region,
             z_half_range_um=args.z_half_range,
             targets_per_input=args.targets_per_input or (4 if cross else 5),
             holdout_stacks=tuple(args.holdout_stack),
@@ -224,22 +365,33 @@ def run(args: argparse.Namespace) -> int:
             align=not args.no_align,
             seed=args.seed,
         )
+
         tcfg = TrainConfig(
-            width=args.width if args.width is not None else width,
-            steps=args.steps if args.steps is not None else gan,
-            pretrain_steps=args.pretrain_steps if args.pretrain_steps is not None else pre,
-            batch_size=args.batch,
+            width=pick(args.width, rec.width),
+            steps=gan,
+            pretrain_steps=pre,
+            batch_size=pick(args.batch, rec.batch),
             alpha=args.alpha,
             fg_weight=args.fg_weight,
-            lr_g=args.lr_g,
+            lr_g=pick(args.lr_g, rec.lr_g),
             lr_d=args.lr_d,
-            val_every=args.val_every,
-            max_val_pairs=args.max_val_pairs,
+            val_every=pick(args.val_every, rec.val_every),
+            max_val_pairs=pick(args.max_val_pairs, rec.max_val_pairs),
             seed=args.seed,
             device=str(device),
-            amp=args.amp,
+            amp=rec.amp if args.amp == "auto" else args.amp,
             deterministic=device.type == "cpu",
             progress=not args.quiet,
+            recipe=rec.name,
+            residual=pick(args.residual, rec.residual),
+            loss=pick(args.loss, rec.loss),
+            lr_schedule=pick(args.lr_schedule, rec.lr_schedule),
+            warmup_steps=rec.warmup_steps,
+            time_budget_s=None if args.time_budget is None else args.time_budget * 60.0,
+            channels_last=rec.channels_last,
+            select_on=rec.select_on,
+            sampling=sampling,
+            min_useful_steps=rec.min_useful_steps,
         )
 
         def say(msg: str) -> None:
@@ -266,24 +418,58 @@ def run(args: argparse.Namespace) -> int:
             f"data: {s.n_stacks} stack(s), regions {s.regions}, pairs {s.pairs} "
             f"(train = per epoch), DPM range {s.dpm_range_um} um"
         )
+        if rec.name == "fast":
+            phases = f"{tcfg.pretrain_steps} {tcfg.loss.upper()} steps (no GAN phase)"
+        else:
+            phases = (
+                f"{total} steps = {tcfg.pretrain_steps} {tcfg.loss.upper()}-only + {tcfg.steps} "
+                "GAN iterations (6 G + 3 D updates each)"
+            )
+        budget = f", time budget {args.time_budget:g} min" if args.time_budget else ""
         say(
-            f"training: width {tcfg.width}, {tcfg.pretrain_steps} L1 steps + {tcfg.steps} GAN "
-            f"iterations, batch {tcfg.batch_size}, patch {pcfg.patch}, device {device}"
+            f"training (recipe {rec.name}): width {tcfg.width}"
+            + (" residual" if tcfg.residual else "")
+            + f", {phases}, batch {tcfg.batch_size}, patch {patch}"
+            + (f" inside {region} px regions" if region != patch else "")
+            + f", lr {tcfg.lr_g:g} {tcfg.lr_schedule}{budget}, device {device}"
             + (f", {env.world_size} processes" if env.distributed else "")
         )
         command = _command_line()
-        trainer = Trainer(tcfg, data, out, optics=_optics(args, stacks), command=command, env=env)
+        trainer = Trainer(
+            tcfg, data, out, optics=_optics(args, stacks), command=command, env=env, log=say
+        )
+        if trainer.sampler is not None:
+            say(
+                f"sampling: {trainer.sampler.n_peaks} objects in "
+                f"{len(trainer.sampler.regions)} training regions"
+            )
         result = trainer.fit(resume=args.resume)
         if env.is_main:
             print(
-                f"model: {result.model_path} (best validation MAE {result.best_val_mae:.4g} at "
-                f"step {result.best_step}; before training {result.initial_val_mae:.4g}); "
+                f"model: {result.model_path} (kept step {result.best_step}, lowest "
+                f"{tcfg.select_on} {result.best_score:.4g}; validation MAE "
+                f"{result.best_val_mae:.4g}, before training {result.initial_val_mae:.4g}); "
                 f"{result.steps} steps in {result.wall_s:.0f} s; trained DPM range "
                 f"{s.dpm_range_um[0]:g}..{s.dpm_range_um[1]:g} um"
                 + (f"; curve: {result.curve_path}" if result.curve_path else "")
+                + (
+                    "; stopped at the time budget"
+                    if trainer_stopped_by(out) == "time_budget"
+                    else ""
+                )
             )
         return 0
     except OSError as exc:  # e.g. a full disk while writing the model or a checkpoint
         raise InputError(f"cannot write the training output: {exc}") from None
     finally:
         cleanup(env)
+
+
+def trainer_stopped_by(out: Path) -> str | None:
+    """``training.stopped_by`` of the model card just written, if readable."""
+    import json
+
+    try:
+        return json.loads((out / "card.json").read_text())["training"].get("stopped_by")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

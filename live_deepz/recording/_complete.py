@@ -2,8 +2,9 @@
 
 A virtual plane is a deterministic function of (raw frame, normalisation, DPM, model), and
 the journal records all but the model's weights (it records their sha256). This module
-knows nothing of inference engines: the caller hands in ``infer(image, dpms_net, out)``
-(``live_deepz.engine`` backends have exactly that method).
+knows nothing of inference engines: the caller hands in a refocuser,
+``refocus(image, dpms_um, out=...)`` (``live_deepz.engine.Refocuser``: it checks the model's
+trained range and converts µm to network units).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..dpm import StaticPlanePlan, check_range, to_network_units
+from ..dpm import OutOfRangeWarning, StaticPlanePlan
 from ..errors import InputError, LiveDeepzError
 from ..normalize import Normalization, fit_normalization
 from ._common import RecordingError
@@ -27,7 +28,13 @@ from ._writer import RecordingWriter, dpm_timeline
 
 __all__ = ["CompletionReport", "TimelinePlan", "complete_recording", "plan_from_record"]
 
-InferFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+class RefocusLike(Protocol):
+    """``live_deepz.engine.Refocuser``'s face: µm DPMs in, planes out."""
+
+    def refocus(
+        self, frames: np.ndarray, dpms_um: Any, *, out: np.ndarray | None = ..., what: str = ...
+    ) -> np.ndarray: ...
 
 
 @dataclass
@@ -146,12 +153,9 @@ def _pick(records: Sequence[Mapping[str, Any]], index: int) -> Mapping[str, Any]
 
 def complete_recording(
     path: str | os.PathLike[str],
-    infer: InferFn | Sequence[InferFn],
+    refocus: RefocusLike | Sequence[RefocusLike],
     *,
     plans: Mapping[int, Any] | None = None,
-    dpm_scale_um: float | None = None,
-    z_range_um: tuple[float, float] | None = None,
-    allow_out_of_range: bool = False,
     progress: bool = True,
     summary: Mapping[str, Any] | None = None,
 ) -> CompletionReport:
@@ -159,14 +163,13 @@ def complete_recording(
 
     Parameters
     ----------
-    infer
-        ``infer(image (H, W) f32 normalised, dpms_net (K, H, W) f32, out (K, H, W) f32)``,
+    refocus
+        ``refocus.refocus(image (H, W) f32 normalised, dpms_um (K, H, W), out=(K, H, W) f32)``
+        (a ``live_deepz.engine.Refocuser``: its model card's range and DPM scale apply),
         one per channel (or one for all).
     plans
         ``plan_id -> plan object`` to use instead of rebuilding them from the journal (the
         live recorder passes the pipeline's own plans).
-    dpm_scale_um, z_range_um
-        Default: the model card stored in the recording.
     progress
         Show a tqdm progress bar on stderr.
 
@@ -181,15 +184,12 @@ def complete_recording(
                 f"{writer.paths.base} is a refocus output (no raw frames); run refocus again"
             )
         header = writer.header
-        card = ((header.get("metadata") or {}).get("model") or {}).get("card") or {}
-        scale = float(dpm_scale_um or card.get("dpm_scale_um") or 10.0)
-        zr = z_range_um or tuple(card.get("z_range_um") or ()) or None
-        infers = list(infer) if isinstance(infer, Sequence) else [infer]
+        refocusers = list(refocus) if isinstance(refocus, Sequence) else [refocus]
         n_c = writer.n_channels
-        if len(infers) == 1 and n_c > 1:
-            infers = infers * n_c
-        if len(infers) != n_c:
-            raise RecordingError(f"{len(infers)} inference functions for {n_c} channels")
+        if len(refocusers) == 1 and n_c > 1:
+            refocusers = refocusers * n_c
+        if len(refocusers) != n_c:
+            raise RecordingError(f"{len(refocusers)} refocusers for {n_c} channels")
         todo = writer.incomplete()  # slots: t * n_c + c (= frames t with one channel)
         acquired = writer.acquired_mask()
         n_slots = writer.n_slots
@@ -227,52 +227,50 @@ def complete_recording(
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="completing virtual planes", unit="frame")
-        last_pid = -1
-        for slot in todo:
-            t, c = divmod(slot, n_c)
-            info = st.frames[slot]
-            index = info.index if info.index >= 0 else slot
-            pid = info.plan_id
-            if pid < 0 or (pid not in st.plans and pid not in built):
-                # the plan of the nearest earlier processed frame, else the one in effect
-                pid = next((known_plan[u] for u in range(slot, -1, -1) if known_plan[u] >= 0), -1)
-                if pid < 0:
-                    picked = _pick(plan_recs, index)
-                    pid = int(picked["plan_id"]) if picked is not None else 0
-            plan = built.get(pid)
-            if plan is None:
-                rec: Any = st.plans.get(pid)
-                if rec is None:  # no plan journaled: the header's plan, else its offsets
-                    desc = (header.get("metadata") or {}).get("plan") or {
-                        "type": "static",
-                        "offsets_um": [float(v) for v in writer.offsets_um],
-                        "surface": None,
-                    }
-                    rec = {"plan_id": pid, "plan": desc}
-                plan = built[pid] = plan_from_record(
-                    rec, shape, writer.pixel_size_um, writer.paths.folder, timeline
-                )
-            t_ms = info.camera_time_ms if math.isfinite(info.camera_time_ms) else 0.0
-            dpms = np.asarray(plan.dpms_for_frame(index, t_ms, shape), dtype=np.float32)
-            if dpms.shape[0] != k:
-                report.skipped.append(slot)
-                continue
-            if zr is not None and pid != last_pid:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    check_range(dpms, zr, allow=allow_out_of_range, what=f"plan {pid}")
-            last_pid = pid
-            net = to_network_units(dpms, scale)
-            raw = np.asarray(writer.read_raw(t)).reshape(n_c, *shape)[c]
-            nrec = _pick(norms[c], index)
-            assert nrec is not None
-            Normalization(nrec["background"], nrec["scale"]).apply(raw, out=x)
-            infers[c](x, net, out)
-            channel = None if writer.channels is None else c
-            writer.write_planes(t, out, plan_id=pid, source="completed", channel=channel)
-            report.completed += 1
-            if bar is not None:
-                bar.update(1)
+        # an allowed out-of-range plan warned when it was recorded; once is enough
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OutOfRangeWarning)
+            for slot in todo:
+                t, c = divmod(slot, n_c)
+                info = st.frames[slot]
+                index = info.index if info.index >= 0 else slot
+                pid = info.plan_id
+                if pid < 0 or (pid not in st.plans and pid not in built):
+                    # the plan of the nearest earlier processed frame, else the one in effect
+                    pid = next(
+                        (known_plan[u] for u in range(slot, -1, -1) if known_plan[u] >= 0), -1
+                    )
+                    if pid < 0:
+                        picked = _pick(plan_recs, index)
+                        pid = int(picked["plan_id"]) if picked is not None else 0
+                plan = built.get(pid)
+                if plan is None:
+                    rec: Any = st.plans.get(pid)
+                    if rec is None:  # no plan journaled: the header's plan, else its offsets
+                        desc = (header.get("metadata") or {}).get("plan") or {
+                            "type": "static",
+                            "offsets_um": [float(v) for v in writer.offsets_um],
+                            "surface": None,
+                        }
+                        rec = {"plan_id": pid, "plan": desc}
+                    plan = built[pid] = plan_from_record(
+                        rec, shape, writer.pixel_size_um, writer.paths.folder, timeline
+                    )
+                t_ms = info.camera_time_ms if math.isfinite(info.camera_time_ms) else 0.0
+                dpms = np.asarray(plan.dpms_for_frame(index, t_ms, shape), dtype=np.float32)
+                if dpms.shape[0] != k:
+                    report.skipped.append(slot)
+                    continue
+                raw = np.asarray(writer.read_raw(t)).reshape(n_c, *shape)[c]
+                nrec = _pick(norms[c], index)
+                assert nrec is not None
+                Normalization(nrec["background"], nrec["scale"]).apply(raw, out=x)
+                refocusers[c].refocus(x, dpms, out=out, what=f"the DPMs of plan {pid}")
+                channel = None if writer.channels is None else c
+                writer.write_planes(t, out, plan_id=pid, source="completed", channel=channel)
+                report.completed += 1
+                if bar is not None:
+                    bar.update(1)
         if bar is not None:
             bar.close()
         if report.skipped:

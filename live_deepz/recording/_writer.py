@@ -40,6 +40,13 @@ PLANES_UNITS = (
     "normalised intensity, y = (raw - background) / scale with the normalisation recorded "
     "for the frame (float32, exact network output)"
 )
+PLANES_UNITS_COUNTS = (
+    "camera counts, y * scale + background: the network output with the frame's recorded "
+    "normalisation undone, in the raw frames' units (float32)"
+)
+UNITS = ("normalized", "counts")
+"""Plane intensity units: ``normalized`` (the network's output) or ``counts`` (the input's
+camera units: the normalisation undone)."""
 
 
 def _software() -> dict[str, str]:
@@ -243,11 +250,15 @@ class RecordingWriter:
         metadata: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         sync_interval_s: float = 5.0,
+        units: str = "normalized",
         _reopen: tuple[dict[str, Any], _State] | None = None,
     ) -> None:
         if kind not in ("recording", "refocus"):
             raise ValueError(f"kind must be 'recording' or 'refocus', got {kind!r}")
         self.kind = kind
+        if units not in UNITS:
+            raise RecordingError(f"plane units must be one of {', '.join(UNITS)}, not {units!r}")
+        self.units = units
         self.paths: RecordingPaths = recording_paths(path, format, with_raw=kind == "recording")
         self.format = self.paths.format
         self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
@@ -282,6 +293,7 @@ class RecordingWriter:
             self._create(overwrite)
         else:
             self.header, self.state = _reopen
+            self.units = str(self.header.get("planes", {}).get("unit_name", "normalized"))
             self._open_existing()
 
     # ------------------------------------------------------------------ set-up
@@ -314,7 +326,8 @@ class RecordingWriter:
                     "offsets_um": [float(v) for v in self.offsets_um],
                     "dtype": "float32",
                     "axes": self.planes_axes,
-                    "units": PLANES_UNITS,
+                    "units": PLANES_UNITS if self.units == "normalized" else PLANES_UNITS_COUNTS,
+                    "unit_name": self.units,
                     "incomplete": "frames whose planes are not computed yet read as NaN "
                     "through live_deepz.recording.open_recording (stored: 0 in TIFF, NaN in "
                     "Zarr); see the complete flags",
@@ -681,6 +694,8 @@ class RecordingWriter:
             raise RecordingError(
                 f"planes of shape {arr.shape}, expected {shape} ([channels,] planes, height, width)"
             )
+        if self.units == "counts":
+            arr = self._to_counts(t, arr, channel)
         with self._planes_lock:
             try:
                 if self._planes_tiff is not None:
@@ -708,6 +723,37 @@ class RecordingWriter:
                 for slot in range(first, stop):
                     self.state.complete[slot] = True
                     self.state.planes_plan[slot] = int(plan_id)
+
+    def _normalization_of(self, t: int, channel: int) -> tuple[float, float]:
+        """``(background, scale)`` for time point ``t`` of ``channel``: the record with the
+        largest ``first_index`` <= the frame's camera index, else the earliest one (as
+        :func:`~live_deepz.recording.complete_recording` picks it)."""
+        with self._meta_lock:
+            slot = t * self.n_channels + channel
+            info = self.state.frames[slot] if slot < len(self.state.frames) else None
+            index = info.index if info is not None and info.index >= 0 else slot
+            recs = [r for r in self.state.normalizations if int(r.get("channel", 0)) == channel]
+        best: dict[str, Any] | None = None
+        for rec in sorted(recs, key=lambda r: int(r.get("first_index", 0))):
+            if best is None or int(rec.get("first_index", 0)) <= index:
+                best = rec
+        if best is None:
+            raise RecordingError(
+                f"planes in camera counts need the intensity normalisation of frame {t}; "
+                "call set_normalization first"
+            )
+        return float(best["background"]), float(best["scale"])
+
+    def _to_counts(self, t: int, arr: np.ndarray, channel: int | None) -> np.ndarray:
+        """Undo the normalisation: ``y · scale + background`` per channel."""
+        out = np.array(arr, dtype=np.float32)
+        if channel is not None or self.channels is None:
+            bg, sc = self._normalization_of(t, 0 if channel is None else int(channel))
+            return np.add(np.multiply(out, np.float32(sc), out=out), np.float32(bg), out=out)
+        for c in range(self.n_channels):
+            bg, sc = self._normalization_of(t, c)
+            np.add(np.multiply(out[c], np.float32(sc), out=out[c]), np.float32(bg), out=out[c])
+        return out
 
     def add_plan(
         self,
@@ -918,6 +964,19 @@ class RecordingWriter:
             return
         self._close_files()
         self._closed = True
+
+    def discard(self) -> None:
+        """Close and delete everything this writer created (a failed command leaves nothing
+        behind); never raises."""
+        self.abort()
+        p = self.paths
+        extra = list(p.folder.glob(f"{p.stem}.plan*.surface.tif")) if self.format == "tiff" else []
+        for path in [*p.existing(), *extra]:
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
 
     def _close_files(self) -> None:
         for f in (self._raw_tiff, self._planes_tiff):

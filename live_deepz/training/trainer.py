@@ -36,6 +36,24 @@ on CUDA the cuDNN autotuner is used unless ``deterministic`` is asked for.
 
 **Mixed precision**: CUDA autocast in bf16 (fp16 + ``GradScaler`` where bf16 is missing);
 CPU bf16 autocast only when asked (``amp="on"``/``"bf16"``). Losses are computed in fp32.
+``channels_last`` puts the generator and its inputs in NHWC memory order (faster bf16
+convolutions on the CPU).
+
+**Beyond the paper** (the ``fast`` recipe, :mod:`live_deepz.training.recipes`): ``loss="mse"``
+(L2; L1 is median-seeking and erases sparse bright points), a global-residual generator
+(``residual``), ``lr_schedule="cosine"`` (linear warm-up over ``warmup_steps``, cosine
+decay to ``lr_final_fraction``; with ``time_budget_s`` the schedule's progress is the
+larger of the step and the wall-time fraction, and training stops at whichever ends
+first, so a slow machine still anneals), training items from a
+:class:`~live_deepz.training.sampling.FocusSampler` (``sampling``), and checkpoint selection
+on ``select_on="val_balanced_mae"``: the mean of the validation MAE on bright target pixels
+(≥ ``FG_THRESHOLD``) and on the others, which a model that drops sparse peaks cannot win.
+
+**Unfinished models**: every model written during training has ``training.complete:
+false`` in its card until the run ends as asked (all steps, or the time budget); an
+interrupted run's folder therefore loads with a warning
+(:func:`live_deepz.modelfile.training_warning`), as does one shorter than
+``min_useful_steps`` (``training.short: true``).
 """
 
 from __future__ import annotations
@@ -78,6 +96,12 @@ HISTORY_FILE = "training_history.json"
 #: Config fields a resumed run must share with the checkpoint.
 _RESUME_KEYS = (
     "width",
+    "residual",
+    "loss",
+    "lr_schedule",
+    "warmup_steps",
+    "lr_final_fraction",
+    "select_on",
     "disc_width",
     "batch_size",
     "alpha",
@@ -91,7 +115,20 @@ _RESUME_KEYS = (
 )
 
 #: Values of resume keys added later, for checkpoints written before them.
-_RESUME_DEFAULTS = {"fg_weight": 0.0}
+_RESUME_DEFAULTS: dict[str, Any] = {
+    "fg_weight": 0.0,
+    "residual": False,
+    "loss": "l1",
+    "lr_schedule": "constant",
+    "warmup_steps": 0,
+    "lr_final_fraction": 0.02,
+    "select_on": "val_mae",
+}
+#: Bright target pixels (normalised intensity) for the balanced validation MAE.
+FG_THRESHOLD = 0.15
+LOSSES = ("l1", "mse")
+SCHEDULES = ("constant", "cosine")
+SELECT_ON = ("val_mae", "val_balanced_mae")
 
 
 @dataclass
@@ -143,13 +180,39 @@ class TrainConfig:
     CUDA runs are seeded but not bit-reproducible."""
     progress: bool = True
     """Show a tqdm progress bar (rank 0 only)."""
+    recipe: str = "custom"
+    """Name of the recipe these settings came from (recorded in the card)."""
+    residual: bool = False
+    """Global-residual generator (``DeepZConfig.residual``)."""
+    loss: str = "l1"
+    """Generator reconstruction loss: ``l1`` (the paper's MAE) or ``mse``."""
+    lr_schedule: str = "constant"
+    """``constant`` (the paper) or ``cosine`` (warm-up, then cosine to ``lr_final_fraction``)."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps (cosine schedule)."""
+    lr_final_fraction: float = 0.02
+    """The cosine schedule ends at this fraction of the learning rate."""
+    time_budget_s: float | None = None
+    """Wall-time budget: the schedule anneals by time too and training stops when it ends."""
+    channels_last: bool = False
+    """NHWC memory order for the generator and its inputs."""
+    select_on: str = "val_mae"
+    """Checkpoint selection: ``val_mae`` (the paper) or ``val_balanced_mae``."""
+    sampling: Any = None
+    """A :class:`~live_deepz.training.sampling.SamplingConfig`: draw training items with the
+    focus sampler instead of the pair table."""
+    min_useful_steps: int = 0
+    """Runs with fewer steps are marked ``short`` in the card (loading warns)."""
     architecture: str = DEEPZ_UNET
     """The generator's family (``architecture.type``, see ``live_deepz.architectures``)."""
 
     @property
     def generator_architecture(self) -> dict[str, Any]:
         """The card's ``architecture`` dict of the generator this config trains."""
-        return {"type": self.architecture, "width": self.width}
+        arch: dict[str, Any] = {"type": self.architecture, "width": self.width}
+        if self.residual:  # absent = a plain head (every model before the option)
+            arch["residual"] = True
+        return arch
 
     def __post_init__(self) -> None:
         for name in ("steps", "pretrain_steps"):
@@ -167,7 +230,30 @@ class TrainConfig:
             raise InputError(f"--fg-weight must be >= 0, got {self.fg_weight}")
         if self.amp not in ("auto", "on", "off", "bf16", "fp16"):
             raise InputError(f"--amp must be auto, on, off, bf16 or fp16, got {self.amp!r}")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise InputError(
+                f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.select_on not in SELECT_ON:
+            raise InputError(
+                f"--select-on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}"
+            )
+        if self.warmup_steps < 0 or not 0 < self.lr_final_fraction <= 1:
+            raise InputError("warm-up steps must be >= 0 and the final lr fraction in (0, 1]")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise InputError(f"--time-budget must be > 0 minutes, got {self.time_budget_s}")
         get_architecture(self.architecture)  # ModelFileError naming the known types
+
+    def lr_factor(self, step: int, progress: float) -> float:
+        """Learning-rate multiplier at ``step`` (0-based) and schedule ``progress`` in [0, 1]."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        f = self.lr_final_fraction
+        cos = f + (1 - f) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        return warm * cos
 
 
 @dataclass
@@ -175,6 +261,8 @@ class TrainResult:
     model_path: Path
     best_val_mae: float
     best_step: int
+    best_score: float
+    """The kept model's value of the selection metric (``TrainConfig.select_on``)."""
     initial_val_mae: float
     steps: int
     wall_s: float
@@ -188,7 +276,11 @@ class _State:
     gan_done: int = 0
     batches: int = 0
     best_mae: float = math.inf
+    """Best value of the selection metric (``select_on``)."""
     best_step: int = -1
+    best_val: dict[str, float] = field(default_factory=dict)
+    """All validation figures of the kept model."""
+    stopped_by: str = ""
     initial_mae: float | None = None
     wall_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -289,6 +381,7 @@ class Trainer:
         command: str | None = None,
         description: str = "",
         env: DistEnv | None = None,
+        log: Any = None,
     ) -> None:
         self.cfg = cfg
         self.data = data
@@ -314,6 +407,12 @@ class Trainer:
         self._perm_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.generator: nn.Module | None = None
         self.discriminator: Discriminator | None = None
+        self.log = log or (lambda msg: None)
+        self.sampler: Any = None
+        if cfg.sampling is not None:
+            from .sampling import FocusSampler
+
+            self.sampler = FocusSampler(data, cfg.sampling, seed=cfg.seed)
 
     # -- data ---------------------------------------------------------------------------
 
@@ -334,9 +433,14 @@ class Trainer:
         return idx, aug
 
     def _batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx, aug = self.global_batch(k)
-        x, z = self.train_ds.batch(shard(idx, self.env), shard(aug, self.env))
-        return x.to(self.device, non_blocking=True), z.to(self.device, non_blocking=True)
+        if self.sampler is not None:
+            x, z = self.sampler.batch(k, self.cfg.batch_size)
+            keep = shard(np.arange(self.cfg.batch_size), self.env)
+            x, z = x[keep], z[keep]
+        else:
+            idx, aug = self.global_batch(k)
+            x, z = self.train_ds.batch(shard(idx, self.env), shard(aug, self.env))
+        return self._to_device(x), self._to_device(z)
 
     def _val_indices(self) -> np.ndarray:
         n = len(self.val_ds)
@@ -350,27 +454,69 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
     @torch.no_grad()
-    def validate(self, generator: nn.Module) -> float:
-        """MAE of ``generator`` on the fixed validation subset (all ranks share the work)."""
+    def validate_all(self, generator: nn.Module) -> dict[str, float]:
+        """Validation figures of ``generator`` on the fixed validation subset (all ranks
+        share the work): ``val_mae``, ``val_mse``, ``val_fg_mae`` / ``val_bg_mae`` (MAE on
+        target pixels ≥ / < ``FG_THRESHOLD``) and ``val_balanced_mae`` (their mean)."""
         idx = shard(self._val_indices(), self.env)
-        total, count = 0.0, 0.0
+        sums = [0.0] * 5  # |err|, err², count, |err| on fg, fg count
         generator.eval()
         for s in range(0, len(idx), self.cfg.batch_size):
             x, z = self.val_ds.batch(idx[s : s + self.cfg.batch_size])
-            x, z = x.to(self.device), z.to(self.device)
+            x, z = self._to_device(x), z.to(self.device)
             with self._autocast():
                 y = generator(x)
-            total += float((y.float() - z).abs().sum())
-            count += z.numel()
+            err = y.float() - z
+            fg = z >= FG_THRESHOLD
+            sums[0] += float(err.abs().sum())
+            sums[1] += float((err**2).sum())
+            sums[2] += z.numel()
+            sums[3] += float(err.abs()[fg].sum())
+            sums[4] += float(fg.sum())
         generator.train()
-        total, count = all_reduce_sum([total, count], self.env, self.device)
-        return total / max(count, 1.0)
+        tot = all_reduce_sum(sums, self.env, self.device)
+        n, n_fg = max(tot[2], 1.0), tot[4]
+        mae = tot[0] / n
+        bg = (tot[0] - tot[3]) / max(n - n_fg, 1.0)
+        fg_mae = tot[3] / n_fg if n_fg else bg
+        return {
+            "val_mae": mae,
+            "val_mse": tot[1] / n,
+            "val_fg_mae": fg_mae,
+            "val_bg_mae": bg,
+            "val_balanced_mae": 0.5 * (fg_mae + bg),
+        }
 
-    def _card(self, state: _State, wall_s: float) -> ModelCard:
+    def validate(self, generator: nn.Module) -> float:
+        """MAE of ``generator`` on the fixed validation subset (all ranks share the work)."""
+        return self.validate_all(generator)["val_mae"]
+
+    def _card(self, state: _State, wall_s: float, complete: bool = False) -> ModelCard:
         summary = self.data.summary
+        cfg = self.cfg
         training = {
-            "validation_mae": state.best_mae,
+            "recipe": cfg.recipe,
+            "complete": complete,
+            "stopped_by": state.stopped_by or ("steps" if complete else "interrupted"),
+            "short": state.step < cfg.min_useful_steps,
+            "min_useful_steps": cfg.min_useful_steps,
+            "planned_steps": cfg.pretrain_steps + cfg.steps,
+            "time_budget_s": cfg.time_budget_s,
+            "loss": cfg.loss,
+            "lr_schedule": cfg.lr_schedule,
+            "warmup_steps": cfg.warmup_steps,
+            "lr_final_fraction": cfg.lr_final_fraction,
+            "channels_last": cfg.channels_last,
+            "selection_metric": cfg.select_on,
+            "validation": dict(state.best_val),
+            "sampling": self.sampler.summary() if self.sampler is not None else "pair table",
+            "crop": cfg.sampling.crop if cfg.sampling is not None else summary.patch,
+            "validation_mae": state.best_val.get("val_mae", state.best_mae),
             "best_step": state.best_step,
             "initial_validation_mae": state.initial_mae,
             "steps": state.step,
@@ -515,6 +661,8 @@ class Trainer:
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
         g = build_network(cfg.generator_architecture).to(dev)
+        if cfg.channels_last:
+            g = g.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         d = Discriminator(DiscriminatorConfig(width=cfg.disc_width or cfg.width)).to(dev)
         self.generator, self.discriminator = g, d  # the latest (not the best) networks
         opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g)
@@ -537,24 +685,62 @@ class Trainer:
         def wall() -> float:
             return start_wall + time.perf_counter() - t0
 
-        def keep_if_best(mae: float) -> None:
+        def keep_if_best(val: dict[str, float]) -> None:
             nonlocal best_weights
-            if mae < state.best_mae:
-                state.best_mae, state.best_step = mae, state.step
+            score = val[cfg.select_on]
+            if score < state.best_mae:
+                state.best_mae, state.best_step, state.best_val = score, state.step, dict(val)
                 if env.is_main:
                     best_weights = {k: v.detach().cpu().clone() for k, v in g.state_dict().items()}
                     save_model(self.out, g, self._card(state, wall()))
 
         if state.initial_mae is None:
-            state.initial_mae = self.validate(g)
-            keep_if_best(state.initial_mae)
-            state.history.append(
-                {"step": 0, "phase": "init", "val_mae": state.initial_mae, "wall_s": wall()}
-            )
+            val0 = self.validate_all(g)
+            state.initial_mae = val0["val_mae"]
+            keep_if_best(val0)
+            state.history.append({"step": 0, "phase": "init", **val0, "wall_s": wall()})
 
         bar = _progress(total, state.step, enabled=cfg.progress and env.is_main)
         acc: dict[str, float] = {}
         schedule = update_schedule(cfg.g_updates, cfg.d_updates)
+        budget = cfg.time_budget_s
+        probe = {"step": state.step, "t": time.perf_counter(), "done": False}
+        gan_cost = cfg.g_updates + cfg.d_updates
+
+        def progress_fraction() -> float:
+            frac = state.step / max(total, 1)
+            return max(frac, wall() / budget) if budget else frac
+
+        def set_lr() -> None:
+            for group in opt_g.param_groups:
+                group["lr"] = cfg.lr_g * cfg.lr_factor(state.step, progress_fraction())
+
+        def out_of_time() -> bool:
+            if budget is not None and wall() >= budget:
+                state.stopped_by = "time_budget"
+                return True
+            return False
+
+        def estimate() -> None:
+            """After a few timed steps: say how long the whole run will take."""
+            n = state.step - probe["step"]
+            if probe["done"] or n < 5:
+                return
+            probe["done"] = True
+            per = (time.perf_counter() - probe["t"]) / n
+            left_pre = cfg.pretrain_steps - state.pretrain_done
+            left_gan = cfg.steps - state.gan_done
+            in_gan = state.pretrain_done >= cfg.pretrain_steps
+            # a GAN step costs ~9 generator-sized updates; timed in whichever phase runs now
+            g_step_s = per / gan_cost if in_gan else per
+            est = left_pre * g_step_s + left_gan * g_step_s * gan_cost
+            msg = (
+                f"timing: {per:.2f} s/step over {n} steps; the remaining {left_pre + left_gan} "
+                f"steps take about {est / 60:.1f} min"
+            )
+            if budget is not None:
+                msg += f" (time budget {budget / 60:.1f} min: it stops at whichever ends first)"
+            self.log(msg)
 
         def after_step(losses: dict[str, float], phase: str) -> None:
             for k, v in losses.items():
@@ -564,10 +750,15 @@ class Trainer:
             if state.step % cfg.val_every and state.step != total:
                 bar.set_postfix(_fmt(losses, state), refresh=False)
                 return
-            mae = self.validate(g)
-            keep_if_best(mae)
-            n = acc.pop("n")
-            row = {"step": state.step, "phase": phase, "val_mae": mae, "wall_s": wall()}
+            checkpoint(losses, phase)
+
+        def checkpoint(losses: dict[str, float], phase: str) -> None:
+            val = self.validate_all(g)
+            mae = val["val_mae"]
+            keep_if_best(val)
+            n = max(acc.pop("n", 1.0), 1.0)
+            row = {"step": state.step, "phase": phase, **val, "wall_s": wall()}
+            row["lr_g"] = opt_g.param_groups[0]["lr"]
             row.update({k: v / n for k, v in acc.items()})
             acc.clear()
             state.history.append(row)
@@ -583,9 +774,14 @@ class Trainer:
             with self._autocast():
                 fake = g_par(x)
                 d_fake = d(fake) if adversarial else None
-            err = (fake.float() - z).abs()
+            diff = fake.float() - z
+            err = diff.abs()
             mae = err.mean()
-            loss = mae if cfg.fg_weight == 0 else weighted_mae(err, z, cfg.fg_weight)
+            if cfg.loss == "mse":
+                loss = (diff**2).mean()
+                out["train_mse"] = float(loss.detach())
+            else:
+                loss = mae if cfg.fg_weight == 0 else weighted_mae(err, z, cfg.fg_weight)
             if d_fake is not None:
                 adv = 0.5 * ((d_fake.float() - 1) ** 2).mean()
                 loss = adv + cfg.alpha * 0.5 * loss
@@ -612,14 +808,18 @@ class Trainer:
             scalers[1].update()
             return {"loss_d": float(loss.detach())}
 
+        finished = False
         try:
-            while state.pretrain_done < cfg.pretrain_steps:
+            while state.pretrain_done < cfg.pretrain_steps and not out_of_time():
+                set_lr()
                 x, z = self._batch(state.batches)
                 state.batches += 1
                 losses = g_step(x, z, adversarial=False)
                 state.pretrain_done += 1
                 after_step(losses, "pretrain")
-            while state.gan_done < cfg.steps:
+                estimate()
+            while state.gan_done < cfg.steps and not out_of_time():
+                set_lr()
                 x, z = self._batch(state.batches)
                 state.batches += 1
                 sums: dict[str, list[float]] = {}
@@ -629,6 +829,12 @@ class Trainer:
                         sums.setdefault(k, []).append(v)
                 state.gan_done += 1
                 after_step({k: float(np.mean(v)) for k, v in sums.items()}, "gan")
+                estimate()
+            if state.stopped_by == "time_budget" and state.step % cfg.val_every:
+                # the last steps since a validation: validate them too
+                checkpoint({}, "pretrain" if state.gan_done == 0 else "gan")
+            state.stopped_by = state.stopped_by or "steps"
+            finished = True
         finally:
             bar.close()
 
@@ -638,13 +844,20 @@ class Trainer:
             if best_weights is not None:  # rewrite the kept model's card with the final totals
                 final = build_network(cfg.generator_architecture)
                 final.load_state_dict(best_weights)
-                save_model(self.out, final, self._card(state, state.wall_s))
+                save_model(self.out, final, self._card(state, state.wall_s, complete=finished))
+                if state.step < cfg.min_useful_steps:
+                    self.log(
+                        f"warning: only {state.step} steps, fewer than the "
+                        f"{cfg.min_useful_steps} this recipe needs to be useful; the model is "
+                        "marked short in its card and loading it warns"
+                    )
             if not (self.out / CHECKPOINT_DIR / "state.json").exists():  # no step was run
                 self._save_checkpoint(g, d, opt_g, opt_d, scalers, state)
             curve = self._write_outputs(state)
         return TrainResult(
             model_path=self.out,
-            best_val_mae=state.best_mae,
+            best_val_mae=state.best_val.get("val_mae", state.best_mae),
+            best_score=state.best_mae,
             best_step=state.best_step,
             initial_val_mae=float(state.initial_mae),
             steps=state.step,

@@ -23,7 +23,8 @@ from .clustering import Clusters, affinity_matrix, cluster_traces, eigengap
 from .localisation import Detections, LocaliseParams, localise
 from .outputs import summary_dict, write_outputs
 from .pipeline import ActivityParams, ActivityResult, analyse_recording, match_lateral
-from .registration import apply_shift, estimate_shift
+from .registration import ShiftEstimator, apply_shift, estimate_shift
+from .scoring import match_3d, score_activity
 from .traces import TraceExtractor, activity_snr, delta_f_over_f
 from .truth import recording_truth, truth_path, write_recording_truth, write_sim_truth
 
@@ -33,6 +34,7 @@ __all__ = [
     "Clusters",
     "Detections",
     "LocaliseParams",
+    "ShiftEstimator",
     "TraceExtractor",
     "activity_snr",
     "affinity_matrix",
@@ -43,8 +45,10 @@ __all__ = [
     "eigengap",
     "estimate_shift",
     "localise",
+    "match_3d",
     "match_lateral",
     "recording_truth",
+    "score_activity",
     "summary_dict",
     "truth_path",
     "write_outputs",

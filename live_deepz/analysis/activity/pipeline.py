@@ -37,7 +37,7 @@ from live_deepz.errors import InputError
 
 from .clustering import Clusters, cluster_traces
 from .localisation import Detections, LocaliseParams, localise
-from .registration import apply_shift, estimate_shift
+from .registration import ShiftEstimator, apply_shift
 from .traces import TraceExtractor, activity_snr, delta_f_over_f
 
 __all__ = ["ActivityParams", "ActivityResult", "analyse_recording", "match_lateral"]
@@ -52,7 +52,12 @@ class ActivityParams:
     n_brightest: int = 100
     baseline_percentile: float = 20.0
     active_snr: float = 4.0
-    """A neuron is active when std(ΔF/F0) ≥ this × its noise level (see ``activity_snr``)."""
+    """A neuron is active when std(ΔF/F0) ≥ this × its noise level (see ``activity_snr``)
+    and ≥ ``min_activity``."""
+    min_activity: float = 0.1
+    """Floor on std(ΔF/F0) for an active neuron: out-of-focus light of an active neighbour
+    (above or below: the virtual planes are wide-field images) moves an inactive neuron's
+    F by a few per cent, far above the noise in a clean recording."""
     max_active: int | None = None
     """Cluster at most this many (the most active) neurons; None: all active ones."""
     sigma: float = 1.5
@@ -235,7 +240,7 @@ def analyse_recording(
         inputs = np.empty((n_t, h, w), np.float32)
         shifts = np.zeros((n_t, 3))
         sum_a = np.zeros((n_z, h, w), np.float64)
-        ref = None
+        ref: ShiftEstimator | None = None
         bar = tqdm(total=n_t, desc="registering", unit="frame", disable=not progress, leave=False)
         for j, t in enumerate(used):
             planes = np.asarray(rec.planes[int(t)], dtype=np.float32)
@@ -244,9 +249,9 @@ def analyse_recording(
                 raise InputError(f"{rec.path}: time point {int(t)} has NaN/inf virtual planes")
             inp = np.asarray(rec.raw[int(t)][ci], dtype=np.float32) if has_raw else nuc[i0].copy()
             if ref is None:
-                ref = nuc
-            if p.register and j > 0:
-                shifts[j] = estimate_shift(ref, nuc)
+                ref = ShiftEstimator(nuc)
+            elif p.register:
+                shifts[j] = ref(nuc)
             reg_n[j] = apply_shift(nuc, shifts[j])
             reg_a[j] = apply_shift(act, shifts[j])
             inputs[j] = apply_shift(inp, shifts[j][1:])
@@ -305,7 +310,9 @@ def _finish(
         in_plane[i] = True
     dff, f0 = delta_f_over_f(f, bg_a, p.baseline_percentile)
     act, snr = activity_snr(dff)
-    active = np.nan_to_num(snr, nan=0.0) >= p.active_snr
+    active = (np.nan_to_num(snr, nan=0.0) >= p.active_snr) & (
+        np.nan_to_num(act, nan=0.0) >= p.min_activity
+    )
     if p.max_active is not None and active.sum() > p.max_active:
         keep = np.argsort(-np.where(active, act, -np.inf), kind="stable")[: p.max_active]
         active = np.zeros(n, bool)

@@ -88,6 +88,6 @@ def activity_snr(dff: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArra
     d = np.diff(a, axis=1)
     mad = np.nanmedian(np.abs(d - np.nanmedian(d, axis=1, keepdims=True)), axis=1)
     noise = 1.4826 * mad / np.sqrt(2.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = act / np.where(noise > 0, noise, np.nan)
-    return act, snr
+    with np.errstate(divide="ignore", invalid="ignore"):  # noise-free: any activity counts
+        snr = np.where(act > 0, act / np.maximum(noise, 1e-12), 0.0)
+    return act, np.where(np.isfinite(act), snr, np.nan)

@@ -1,0 +1,266 @@
+"""Training recipes: the residual generator, the focus sampler, the schedule, the ``fast``
+recipe end to end, and models whose training did not finish."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from _training_data import (
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    synth_stack,
+)
+
+from live_deepz.errors import InputError
+from live_deepz.modelfile import (
+    UnfinishedModelWarning,
+    default_model_path,
+    load_card,
+    load_model,
+    model_summary,
+)
+from live_deepz.network import DeepZConfig, DeepZGenerator
+from live_deepz.training import FocusSampler, SamplingConfig, recipe
+from live_deepz.training.pairs import FieldStack, PairConfig, PairData, build_pairs
+from live_deepz.training.trainer import TrainConfig, Trainer, train
+
+TINY_FAST = TrainConfig(
+    width=0.0625,
+    batch_size=4,
+    val_every=2,
+    max_val_pairs=8,
+    progress=False,
+    recipe="fast",
+    residual=True,
+    loss="mse",
+    lr_g=1e-3,
+    lr_schedule="cosine",
+    warmup_steps=2,
+    select_on="val_balanced_mae",
+    sampling=SamplingConfig(crop=16, jitter_px=4),
+    min_useful_steps=100,
+)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> PairData:
+    stacks = [
+        FieldStack(synth_stack(size=64, seed=60 + i, n_beads=20), 0.5, 0.325, name=f"s{i}.tif")
+        for i in range(2)
+    ]
+    cfg = PairConfig(patch=32, z_half_range_um=2.0, align=False)
+    return build_pairs(stacks, cfg, tmp_path_factory.mktemp("cache"))
+
+
+# ---------------------------------------------------------------------------------------
+# the global residual
+
+
+def test_untrained_residual_generator_is_the_identity_on_the_image() -> None:
+    torch.manual_seed(0)
+    g = DeepZGenerator(DeepZConfig(width=0.0625, residual=True)).eval()
+    x = torch.rand(2, 2, 40, 24)  # not a multiple of 16: padded and cropped back
+    with torch.no_grad():
+        y = g(x)
+    assert torch.equal(y, x[:, :1])
+    plain = DeepZGenerator(DeepZConfig(width=0.0625)).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(x), x[:, :1])
+
+
+def test_residual_is_recorded_in_the_card_and_absent_means_plain(data, tmp_path) -> None:
+    train(data, dataclasses.replace(TINY_FAST, pretrain_steps=2), tmp_path / "r")
+    card = load_card(tmp_path / "r")
+    assert card.architecture == {"type": "deepz-unet", "width": 0.0625, "residual": True}
+    assert card.generator_config.residual is True
+    bundled = load_card(default_model_path())
+    assert "residual" not in bundled.architecture
+    assert bundled.generator_config.residual is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnfinishedModelWarning)  # the bundled model is finished
+        model = load_model(default_model_path())
+    assert model.generator.config.residual is False
+
+
+# ---------------------------------------------------------------------------------------
+# the sampler
+
+
+def test_focus_sampler_crops_inside_training_regions_and_targets_the_focus(data) -> None:
+    cfg = SamplingConfig(crop=16, jitter_px=4, centred_fraction=1.0, focus_target_fraction=1.0)
+    s = FocusSampler(data, cfg, seed=3)
+    assert s.n_peaks > 5 and all(r.split == "train" for r in s.regions)
+    rng = np.random.default_rng(0)
+    focused = 0
+    for _ in range(200):
+        ri, y, x, zin, zt, aug, foc = s.item(rng)
+        r = s.regions[ri]
+        assert r.y <= y <= r.y + r.size - 16 and r.x <= x <= r.x + r.size - 16
+        assert r.inputs[0] <= zin <= r.inputs[1] and r.targets[0] <= zt <= r.targets[1]
+        assert 0 <= aug < 8
+        focused += foc
+    assert focused > 100  # the synthetic beads are in focus near the window's middle
+    # the focus plane found for the synthetic beads is the stack's best focus (plane 4 of 9)
+    assert np.median(s.peak_focus) == 4
+    uniform = FocusSampler(data, dataclasses.replace(cfg, centred_fraction=0.0), seed=3)
+    assert not any(uniform.item(rng)[-1] for _ in range(50))
+
+
+def test_focus_sampler_batches_are_a_pure_function_of_seed_and_batch(data) -> None:
+    s = FocusSampler(data, SamplingConfig(crop=16), seed=1)
+    x1, z1 = s.batch(7, 4)
+    x2, z2 = s.batch(7, 4)
+    assert x1.shape == (4, 2, 16, 16) and z1.shape == (4, 1, 16, 16)
+    assert torch.equal(x1, x2) and torch.equal(z1, z2)
+    assert not torch.equal(s.batch(8, 4)[0], x1)
+
+
+def test_focus_sampler_refuses_crops_larger_than_the_regions(data) -> None:
+    with pytest.raises(InputError, match="do not fit"):
+        FocusSampler(data, SamplingConfig(crop=48))
+    with pytest.raises(InputError, match="centred"):
+        SamplingConfig(centred_fraction=1.5)
+
+
+# ---------------------------------------------------------------------------------------
+# schedule, validation, the fast recipe end to end
+
+
+def test_warmup_then_cosine_to_the_final_fraction() -> None:
+    cfg = TrainConfig(lr_schedule="cosine", warmup_steps=100, lr_final_fraction=0.02)
+    assert cfg.lr_factor(0, 0.0) == pytest.approx(0.01)
+    assert cfg.lr_factor(99, 0.0) == pytest.approx(1.0)
+    assert cfg.lr_factor(5000, 0.5) == pytest.approx(0.51)
+    assert cfg.lr_factor(9999, 1.0) == pytest.approx(0.02)
+    assert cfg.lr_factor(9999, 3.0) == pytest.approx(0.02)  # past a time budget: stays low
+    assert TrainConfig().lr_factor(10, 0.7) == 1.0  # the paper's constant rate
+
+
+def test_balanced_validation_mae_sees_a_dropped_peak(data, tmp_path) -> None:
+    trainer = Trainer(TINY_FAST, data, tmp_path / "x")
+
+    class Zero(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(x[:, :1])
+
+    val = trainer.validate_all(Zero())
+    # predicting the background everywhere: small plain MAE, large error on the bright pixels
+    assert val["val_fg_mae"] > 5 * val["val_bg_mae"]
+    assert val["val_balanced_mae"] == pytest.approx(0.5 * (val["val_fg_mae"] + val["val_bg_mae"]))
+    assert val["val_balanced_mae"] > 3 * val["val_mae"]
+
+
+def test_tiny_fast_recipe_run_records_the_recipe(data, tmp_path) -> None:
+    res = train(data, dataclasses.replace(TINY_FAST, pretrain_steps=4), tmp_path / "fast")
+    with pytest.warns(UnfinishedModelWarning, match="trained only 4 steps"):
+        model = load_model(tmp_path / "fast")
+    t = model.card.training
+    assert t["recipe"] == "fast" and t["loss"] == "mse" and t["complete"] is True
+    assert t["stopped_by"] == "steps" and t["short"] is True and t["crop"] == 16
+    assert t["selection_metric"] == "val_balanced_mae"
+    assert t["sampling"]["objects"] > 0 and t["sampling"]["crop"] == 16
+    assert t["validation"]["val_balanced_mae"] == pytest.approx(res.best_score)
+    hist = json.loads((tmp_path / "fast" / "training_history.json").read_text())
+    assert [h["step"] for h in hist] == [0, 2, 4]
+    # the rate of the last step before the validation (step index 1 of 4: progress 0.25)
+    assert hist[1]["lr_g"] == pytest.approx(1e-3 * TINY_FAST.lr_factor(1, 0.25), rel=1e-6)
+    assert all(np.isfinite(h["val_balanced_mae"]) for h in hist)
+
+
+def test_time_budget_ends_the_run_and_anneals(data, tmp_path) -> None:
+    cfg = dataclasses.replace(TINY_FAST, pretrain_steps=10_000, time_budget_s=1e-3)
+    res = train(data, cfg, tmp_path / "budget")
+    assert res.steps < 10_000
+    with pytest.warns(UnfinishedModelWarning):
+        t = load_model(tmp_path / "budget").card.training
+    assert t["stopped_by"] == "time_budget" and t["complete"] is True
+    assert t["planned_steps"] == 10_000 and t["time_budget_s"] == 1e-3
+
+
+def test_an_interrupted_run_leaves_a_model_that_says_so(data, tmp_path) -> None:
+    cfg = dataclasses.replace(TINY_FAST, pretrain_steps=6, min_useful_steps=0)
+    trainer = Trainer(cfg, data, tmp_path / "cut")
+    real = trainer.sampler.batch
+
+    def batch(k: int, n: int):  # type: ignore[no-untyped-def]
+        if k == 3:
+            raise KeyboardInterrupt
+        return real(k, n)
+
+    trainer.sampler.batch = batch
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    with pytest.warns(UnfinishedModelWarning, match="interrupted after 2 of 6 steps"):
+        model = load_model(tmp_path / "cut")
+    assert model.card.training["complete"] is False
+    assert "interrupted" in model_summary(tmp_path / "cut")["warning"]
+
+
+# ---------------------------------------------------------------------------------------
+# the command line
+
+
+def _write(path, stack) -> str:
+    import tifffile
+
+    tifffile.imwrite(path, stack)
+    return str(path)
+
+
+def _cli(tmp_path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--z-step", "0.5",
+        "--z-half-range", "2",
+        "--width", "0.0625",
+        "--batch", "4",
+        "--val-every", "2",
+        "--max-val-pairs", "8",
+        "--cache", str(tmp_path / "cache"),
+        "--quiet",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, capsys) -> None:
+    pytest.importorskip("live_deepz.io")
+    from live_deepz.cli import main
+
+    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
+    out = tmp_path / "fastcli"
+    base = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    assert main([*base, "--steps", "3"]) == 0
+    with pytest.warns(UnfinishedModelWarning):
+        card = load_model(out).card
+    t = card.training
+    assert t["recipe"] == "fast" and t["steps"] == 3 and t["gan_iterations"] == 0
+    assert card.architecture.get("residual") is True and t["amp"] in ("off", "bfloat16")
+    capsys.readouterr()
+    cases = {
+        "belongs to the paper recipe": [*base, "--steps", "3", "--pretrain-steps", "1"],
+        "TOTAL number": [*base, "--recipe", "paper", "--pretrain-steps", "5", "--steps", "0"],
+        "--region differs": [*base, "--recipe", "paper", "--steps", "1"],
+    }
+    for message, args in cases.items():
+        assert main([*args, "--overwrite"]) == 1
+        assert message in capsys.readouterr().err, message
+
+
+def test_recipes_have_the_documented_defaults() -> None:
+    fast, paper = recipe("fast", "cpu"), recipe("paper", "cpu")
+    assert (fast.loss, fast.residual, fast.lr_g, fast.batch, fast.patch) == (
+        "mse",
+        True,
+        1e-3,
+        8,
+        64,
+    )
+    assert fast.sampling is not None and fast.sampling.centred_fraction == 0.8
+    assert (paper.loss, paper.residual, paper.lr_g, paper.sampling) == ("l1", False, 1e-4, None)
+    assert recipe("paper", "cuda").steps == 21000 and recipe("paper", "cuda").width == 1.0
+    with pytest.raises(InputError, match="unknown recipe"):
+        recipe("slow")
