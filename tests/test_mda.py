@@ -230,3 +230,56 @@ def test_sequence_axes_refused() -> None:
     with pytest.raises(InputError, match="z-plan"):
         mda_sizes(useq.MDASequence(z_plan={"range": 4, "step": 1}))
     assert mda_sizes(useq.MDASequence(time_plan={"interval": 0, "loops": 4})) == (1, 4, 1)
+
+
+class ShiftPlan:
+    """A dynamic plan like drift compensation: correction = 0.5 µm per frame it was fed."""
+
+    def __init__(self, offsets: list[float]) -> None:
+        self.offsets_um = np.asarray(offsets, dtype=np.float64)
+        self.seen: list[int] = []
+
+    def update(self, image_norm: np.ndarray, frame_index: int, timestamp_ms: float) -> None:
+        self.seen.append(frame_index)
+
+    def correction_um(self, timestamp_ms: float | None = None) -> float:
+        return 0.5 * len(self.seen)
+
+    def dpms_for_frame(self, i: int, t_ms: float, shape: tuple[int, int]) -> np.ndarray:
+        c = self.correction_um()
+        return np.stack([np.full(shape, c + o, np.float32) for o in self.offsets_um])
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "drift", "offsets_um": self.offsets_um.tolist()}
+
+
+def test_mda_dynamic_plan_per_position(core: Any, tmp_path: Path) -> None:
+    out = tmp_path / "drift.ome.zarr"
+    plans: dict[int, ShiftPlan] = {}
+    proc = MDAProcessor(
+        core,
+        FakeBackend(),
+        lambda p: plans.setdefault(p, ShiftPlan([0.0, 1.0])),
+        dpm_scale_um=SCALE,
+        output=out,
+        ring_slots=16,  # holds every frame: all refocused in order (during pauses or after)
+    )
+    seq = useq.MDASequence(
+        stage_positions=POSITIONS[:2],
+        channels=CHANNELS,
+        time_plan={"interval": 0.15, "loops": 3},
+        axis_order="tpcz",
+    )
+    s = run_mda(core, proc, seq, out)
+    assert s.incomplete == 0 and s.planes_live == 12
+    # each position's plan was fed its own first-channel frames, in time order
+    assert plans[0].seen == [0, 1, 2] and plans[1].seen == [0, 1, 2]
+    with open_recording(out) as rec:
+        pl = np.asarray(rec.planes[:])
+        for p in range(2):
+            for t in range(3):
+                for c in range(2):
+                    x = expected_planes(rec, (p, t, c))[0]  # plane 0 at 0 µm
+                    corr = 0.5 * (t + 1)  # fed frame t (channel 0) before refocusing it
+                    np.testing.assert_allclose(pl[p, t, c, 0], x + corr / SCALE, atol=1e-5)
+        assert [r["plan"]["type"] for r in rec.metadata["plans"]] == ["drift", "drift"]

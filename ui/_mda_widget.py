@@ -349,7 +349,7 @@ def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
     second engine for the model, so the live pipeline's stays as it is; drift compensation
     through the calibration package's estimator, one per position). A run is refused while
     the session streams live (the camera is the MDA's then)."""
-    from live_deepz.calibration import DriftCompensationPlan, DriftEstimator, engine_refocus_fn
+    from live_deepz.calibration import drift_compensation_plan
     from live_deepz.engine import create_backend
 
     model = session.model
@@ -360,11 +360,19 @@ def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
     backend = create_backend(backend_name, model.generator, precision=precision, device=device)
     z_range = tuple(float(v) for v in model.card.z_range_um)
 
+    shape = (int(session.core.getImageHeight()), int(session.core.getImageWidth()))
+
     def drift_plan(offsets: np.ndarray) -> Any:
-        fn = engine_refocus_fn(model, "torch", precision=precision, device=device, max_planes=3)
-        estimator = DriftEstimator(fn, z_range_um=z_range)
-        estimator.every_n = 1  # one frame per time point and position: estimate on each
-        return DriftCompensationPlan(estimator, offsets, asynchronous=False)
+        # one frame per time point and position: estimate on each (in the worker thread)
+        return drift_compensation_plan(
+            model,
+            offsets,
+            shape,
+            device=str(getattr(backend, "device", "cpu")),
+            precision=precision,
+            every_n=1,
+            asynchronous=False,
+        )
 
     def before_run() -> bool:
         if getattr(session, "state", "") in ("live", "starting"):
