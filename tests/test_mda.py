@@ -66,6 +66,7 @@ def check_all_planes(rec: MDARecording) -> None:
     assert np.isnan(planes[~rec.acquired]).all()
 
 
+@pytest.mark.slow  # the first MDA of a process initialises pymmcore-plus' writers (~3 s)
 @pytest.mark.parametrize("ext", ["ome.zarr", "ome.tiff"])
 def test_mda_every_axis_and_frame(core: Any, tmp_path: Path, ext: str) -> None:
     out = tmp_path / f"run.{ext}"
