@@ -262,6 +262,7 @@ class MDAPlaneWriter:
             "sizes": [n_p, n_t, n_c],
             "frame_shape": [h, w],
             "n_planes": k,
+            "units": "normalized",
             "offsets_um": [float(v) for v in self.offsets_um],
             "channels": names or None,
             "positions": positions,
