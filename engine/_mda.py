@@ -351,6 +351,11 @@ class MDAProcessor:
         w = int(info[0].get("width") or self.core.getImageWidth())
         dtype = np.dtype(info[0].get("dtype") or f"uint{8 * self.core.getBytesPerPixel()}")
         try:
+            if type(sequence).__name__ == "GeneratorMDASequence":
+                raise InputError(
+                    "an MDA run from an iterable of events has no known shape (positions, time "
+                    "points, channels): run a useq.MDASequence to have its frames refocused"
+                )
             run = _Run(sequence, (h, w), dtype, self.ring_slots)
         except InputError as exc:  # a sequence we cannot place: say so, leave the MDA alone
             logging.getLogger("live-deepz").error("live-deepz MDA processor: %s", exc)

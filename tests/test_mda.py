@@ -284,3 +284,12 @@ def test_mda_dynamic_plan_per_position(core: Any, tmp_path: Path) -> None:
                     corr = 0.5 * (t + 1)  # fed frame t (channel 0) before refocusing it
                     np.testing.assert_allclose(pl[p, t, c, 0], x + corr / SCALE, atol=1e-5)
         assert [r["plan"]["type"] for r in rec.metadata["plans"]] == ["drift", "drift"]
+
+
+def test_event_iterables_are_left_alone(core: Any, tmp_path: Path) -> None:
+    out = tmp_path / "gen.ome.zarr"
+    proc = MDAProcessor(core, FakeBackend(), StaticPlanePlan([0.0]), dpm_scale_um=SCALE, output=out)
+    events = [useq.MDAEvent(index={"t": i}) for i in range(3)]
+    with proc:
+        core.mda.run(iter(events))  # the MDA itself runs as without live-deepz
+    assert proc.summary is None and not (tmp_path / "gen.planes.zarr").exists()
