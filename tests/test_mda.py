@@ -293,3 +293,36 @@ def test_event_iterables_are_left_alone(core: Any, tmp_path: Path) -> None:
     with proc:
         core.mda.run(iter(events))  # the MDA itself runs as without live-deepz
     assert proc.summary is None and not (tmp_path / "gen.planes.zarr").exists()
+
+
+def test_mda_surface_plan_is_saved_and_completed_from_the_journal(
+    core: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "surf.ome.zarr"
+    yy, xx = np.mgrid[0:48, 0:64]
+    surface = (0.02 * xx - 0.01 * yy).astype(np.float32)  # a tilt, µm
+    proc = MDAProcessor(
+        core,
+        FakeBackend(),
+        StaticPlanePlan([-1.0, 1.0], surface),
+        dpm_scale_um=SCALE,
+        output=out,
+        ring_slots=2,
+        complete_on_finish=False,
+    )
+    s = run_mda(core, proc, sequence(4, n_p=2), out)  # a burst: most frames left to completion
+    assert s.incomplete > 0
+    assert (tmp_path / "surf.planes.zarr" / "surface_p0.tif").is_file()
+    report = complete_mda_recording(out, Refocuser.from_range(None, SCALE, FakeBackend()))
+    assert report.complete
+    with open_recording(out) as rec:
+        pl = np.asarray(rec.planes[:])
+        for key in zip(*np.nonzero(rec.acquired)):
+            n = next(
+                r
+                for r in rec.metadata["normalizations"]
+                if (r["position"], r["channel"]) == (key[0], key[2])
+            )
+            x = Normalization(n["background"], n["scale"]).apply(rec.raw[key])
+            for k, off in enumerate((-1.0, 1.0)):  # planes follow the surface (journal-rebuilt)
+                np.testing.assert_allclose(pl[key][k], x + (surface + off) / SCALE, atol=1e-5)

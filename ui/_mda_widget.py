@@ -382,6 +382,7 @@ def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
             return False
         return True
 
+    cal = getattr(session, "calibration", None)  # the wizard's surface, if one is applied
     offsets = session.plan_offsets() if callable(getattr(session, "plan_offsets", None)) else None
     spec = ",".join(f"{v:g}" for v in offsets) if offsets is not None and len(offsets) else "-4:4:2"
     return MDAPanel(
@@ -392,6 +393,8 @@ def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
         model_name=f"{model.card.name} ({model.weights_sha256[:12]}…)",
         models=model,
         planes=spec,
+        surface_um=None if cal is None else cal.surface_um,
+        surface_text="" if cal is None else f"calibrated: {cal.summary}",
         drift_plan=drift_plan,
         before_run=before_run,
         parent=parent,
