@@ -13,6 +13,7 @@ planes written beside pymmcore-plus' own raw files.
 
 from ._bench import BenchConfig, format_summary, result_filename, run_bench
 from ._ceiling import measure_matmul_ceiling
+from ._live_session import LiveSession, recorder_ring_slots
 from ._mda import MDAPlanes, MDAProcessor, MDASummary
 from ._offline import ArrayPlan, RefocusInput, RefocusSummary, read_input, refocus_file
 from ._onnx import export_onnx
@@ -67,6 +68,7 @@ __all__ = [
     "FrameRing",
     "LatestSubscriber",
     "LivePipeline",
+    "LiveSession",
     "MDAPlanes",
     "MDAProcessor",
     "MDASummary",
@@ -98,6 +100,7 @@ __all__ = [
     "pinned_host_array",
     "read_input",
     "recorder_metadata",
+    "recorder_ring_slots",
     "refocus_file",
     "relative_error",
     "result_filename",

@@ -333,6 +333,8 @@ class Session(QObject):
         self.planes_spec = DEFAULT_PLANES
         self.depth_um = 0.0
         self.recorder: Any = None
+        self.live: Any = None
+        """The engine's :class:`~live_deepz.engine.LiveSession` (pipeline, recorder)."""
         self.last_summary: Any = None
         self._state = "idle"
         self._reported_error: tuple[int, str] | None = None
@@ -434,7 +436,7 @@ class Session(QObject):
         """Backend (prepared for the camera's frame) + pipeline for the current plan, clipped
         to the model's range; runs on a worker thread. Returns ``(backend, pipeline, grid,
         depth)`` for the UI thread to adopt."""
-        from live_deepz.engine import LivePipeline, create_backend
+        from live_deepz.engine import LiveSession, create_backend
 
         lo, hi = (float(v) for v in model.card.z_range_um)
         grid = self.grid_offsets[(self.grid_offsets >= lo) & (self.grid_offsets <= hi)]
@@ -447,16 +449,16 @@ class Session(QObject):
         )
         h, w = int(core.getImageHeight()), int(core.getImageWidth())
         backend.prepare(h, w, int(offsets.size))
-        pipeline = LivePipeline(
+        live = LiveSession(  # the engine's session (record drives one too)
             core,
+            model,
             backend,
             StaticPlanePlan(offsets),
-            z_range_um=model.card.z_range_um,
-            dpm_scale_um=model.card.dpm_scale_um,
             mode="live",
             max_planes=int(grid.size) + 2,  # + the depth plane + 0 (drift-corrected feed)
+            reserve_recorder_rings=True,  # a recording attaches without a camera restart
         )
-        return backend, pipeline, grid, depth
+        return backend, live, grid, depth
 
     def _on_built(self, built: _Built) -> None:
         if self._closed:  # the window was closed while loading: release what was built
@@ -496,10 +498,12 @@ class Session(QObject):
             self.planes_spec = ",".join(f"{v:g}" for v in grid)
         self.depth_um = depth
 
-    def _install(self, model: Any, standin: bool, pipeline: Any) -> None:
+    def _install(self, model: Any, standin: bool, live: Any) -> None:
         old = self.pipeline
         self.model, self.model_is_standin = model, standin
-        self.pipeline = pipeline
+        self.live = live
+        live.recordingFailed.connect(self._forward_recorder_failed)  # a recorder thread
+        pipeline = self.pipeline = live.pipeline
         self.planes_sub = pipeline.subscribe_latest("planes")
         self.raw_sub = pipeline.subscribe_latest("raw")
         self._reported_error = None
@@ -594,7 +598,7 @@ class Session(QObject):
         if p is None or p.state not in ("running", "error"):
             return
         if self.recorder is not None:
-            self.stop_recording()
+            self.stop_recording(stop_stream=True)
             return
         timeout = self.stop_timeout_s()
         self.tasks.submit(
@@ -1014,37 +1018,35 @@ class Session(QObject):
     def start_recording(
         self, path: str | Path, fmt: str = "tiff", complete_on_stop: bool = True
     ) -> None:
-        """Record raw frames + planes to ``path``: restarts the stream with the recorder."""
-        p = self.pipeline
-        if p is None or self.recorder is not None or self.busy:
+        """Record raw frames + planes to ``path``. While live the recorder attaches to the
+        running stream (no camera restart: frame numbers continue); else the stream starts
+        with it."""
+        p, live = self.pipeline, self.live
+        if p is None or live is None or self.recorder is not None or self.busy:
             return
-        from live_deepz.engine import Recorder
-
-        rec = Recorder(
-            p,
+        rec = live.recorder_for(
             path,
             format=fmt,
             model=None if self.model_is_standin else self.model,
             metadata={"app": "live-deepz ui", "untrained_standin": self.model_is_standin},
             complete_on_stop=complete_on_stop,
             progress=False,
-            on_error=lambda err: self._recorderFailed.emit(str(err)),
         )
-
         timeout = self.stop_timeout_s()
 
         def work() -> None:
-            if p.state in ("running", "stopping", "error"):
+            if p.state in ("stopping", "error"):
                 p.stop(timeout)
-            rec.start()  # subscribes before the run starts: every frame from the first
-            try:
-                p.start()
-            except BaseException:
-                rec.stop(complete=False)
-                raise
+            live.start_recording(rec)  # attaches while running: the camera keeps streaming
+            if p.state != "running":  # not live: the stream starts with the recorder
+                try:
+                    p.start()
+                except BaseException:
+                    live.stop_recording(complete=False)
+                    raise
+                self._run_counter += 1
 
         def done(_: Any) -> None:
-            self._run_counter += 1
             self.notice.emit("recording", "info", "")
             self.notice.emit("live", "error", "")
             self._emit_state()
@@ -1059,13 +1061,18 @@ class Session(QObject):
         self.recordingChanged.emit(True)
         self.tasks.submit(f"Starting the recording {Path(path).name}", work, done, failed)
 
-    def stop_recording(self, complete: bool | None = None, restart_live: bool = True) -> None:
-        """Stop the recording (and the stream), finish the files, compute skipped planes."""
-        rec = self.recorder
-        if rec is None or self._rec_stopping:
+    def stop_recording(
+        self, complete: bool | None = None, restart_live: bool = True, stop_stream: bool = False
+    ) -> None:
+        """Finish the recording, compute skipped planes. A recorder that attached to the
+        running stream detaches (live goes on) unless ``stop_stream``."""
+        rec, live = self.recorder, self.live
+        if rec is None or live is None or self._rec_stopping:
             return
         self._rec_stopping = True
-        was_live = self.pipeline is not None and self.pipeline.state == "running"
+        p = self.pipeline
+        was_live = p is not None and p.state == "running"
+        stops_stream = stop_stream or rec.stops_pipeline
 
         def done(summary: Any) -> None:
             self.recorder = None
@@ -1076,8 +1083,8 @@ class Session(QObject):
             if summary.error:
                 self.notice.emit("recording", "error", f"Recording stopped: {summary.error}")
             self._emit_state()
-            if was_live and restart_live and not summary.error:
-                self.start_live()
+            if was_live and restart_live and not stop_stream and not summary.error:
+                self.start_live()  # (a no-op when the stream kept running)
 
         def failed(exc: BaseException) -> None:
             self.recorder = None
@@ -1090,14 +1097,16 @@ class Session(QObject):
             " (computing the planes the engine skipped)" if complete is not False else ""
         )
         timeout = self.stop_timeout_s()
-        p = self.pipeline
 
         def work() -> Any:
-            if p is not None and p.state in ("running", "stopping"):
+            if stops_stream and p is not None and p.state in ("running", "stopping"):
                 p.stop(timeout)  # the engine may need seconds to finish its frame
-            return rec.stop(complete=complete)
+            return live.stop_recording(complete=complete)
 
         self.tasks.submit(what, work, done, failed)
+
+    def _forward_recorder_failed(self, message: str) -> None:
+        self._recorderFailed.emit(message)  # queued to the UI thread
 
     def _on_recorder_failed(self, message: str) -> None:
         self.notice.emit("recording", "error", f"Recording stopped: {message}")
