@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from live_deepz import dpm as dpm_mod
-from live_deepz.errors import DPMRangeError, InputError
+from live_deepz.errors import DPMRangeError, InputError, clause
 
 from ._focus import FocusMap
 
@@ -327,8 +327,8 @@ class SurfaceFit:
                     warnings.warn(w.message, stacklevel=2)
             except DPMRangeError as exc:
                 raise DPMRangeError(
-                    f"{exc}. The sample is tilted/curved (or out of focus) by more than the "
-                    "model can refocus over this field: refocus the microscope onto the "
+                    f"{clause(exc)}. The sample is tilted/curved (or out of focus) by more "
+                    "than the model can refocus over this field: refocus the microscope onto the "
                     "sample's centre, level the sample, or use a smaller camera ROI"
                 ) from None
         msg = dpm_mod.check_smoothness(surface, self.pixel_size_um, min_period_um)

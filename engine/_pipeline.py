@@ -72,7 +72,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from live_deepz.dpm import PlanePlan, check_range
-from live_deepz.errors import CameraError, InputError, LiveDeepzError
+from live_deepz.errors import CameraError, InputError, LiveDeepzError, clause
 from live_deepz.microscope import META_CAMERA_TIME_MS, META_CHANNEL, META_FRAME, META_STAGE_Z_UM
 from live_deepz.normalize import Normalization, fit_normalization
 
@@ -915,7 +915,8 @@ class LivePipeline:
                 which = f" (channel {self._channels[c]})" if self._channels else ""
                 raise InputError(
                     f"could not fit the intensity normalisation on frame {meta.index}{which}: "
-                    f"{e}. Pass a fixed normalization=..., or start when the sample is visible."
+                    f"{clause(e)}. Pass a fixed normalization=..., or start when the sample is "
+                    "visible."
                 ) from e
             self._norms[c] = norm
             self._refit.discard(c)

@@ -105,6 +105,10 @@ class RecordingSummary:
     error: str | None = None
     pipeline_error: str | None = None
     completion_s: float = 0.0
+    completes_after_stop: bool = True
+    """Whether skipped planes are computed after stop (False: ``--no-complete``)."""
+    completion_estimate_s: float | None = None
+    """The completion's estimated duration, from the live inference time per frame."""
     events: list[str] = field(default_factory=list)
 
     @property
@@ -116,6 +120,7 @@ class RecordingSummary:
 
     def lines(self) -> list[str]:
         fps = self.frames_recorded / self.duration_s if self.duration_s > 0 else math.nan
+        after = "completed after stop" if self.completes_after_stop else "left for complete"
         out = [
             f"recording: {self.path} ({self.format})",
             f"  frames acquired      {self.frames_acquired}",
@@ -126,8 +131,8 @@ class RecordingSummary:
             + (f" in {self.completion_s:.1f} s" if self.completed_after else ""),
             f"  planes incomplete    {self.incomplete}",
             f"  dropped by camera    {self.dropped_by_camera}",
-            f"  skipped by engine    {self.skipped_by_engine} (completed after stop)",
-            f"  planes not stored    {self.planes_missed} (recorder lapped; completed after)",
+            f"  skipped by engine    {self.skipped_by_engine} ({after})",
+            f"  planes not stored    {self.planes_missed} (recorder lapped; {after})",
             f"  raw frames lost      {self.raw_lost}",
         ]
         if self.channels:
@@ -144,6 +149,17 @@ class RecordingSummary:
         if self.error:
             out.append(f"  ERROR: {self.error}")
         return out
+
+
+def completion_estimate_s(stats: Any, n_frames: int) -> float | None:
+    """Seconds to compute the planes of ``n_frames`` frames after stop, from the live
+    engine's median inference time per frame (None before any frame was processed)."""
+    ms = None
+    with contextlib.suppress(Exception):
+        ms = float(stats.stage_ms["infer"])
+    if ms is None or not math.isfinite(ms) or ms <= 0:
+        return None
+    return n_frames * ms / 1000.0
 
 
 def model_metadata(model: Any) -> dict[str, Any]:
@@ -369,6 +385,12 @@ class Recorder:
         ``LivePipeline(channels=...)``); default: the channel values themselves. The
         recording then has a C axis (raw ``T, C, Y, X``, planes ``T, C, Z, Y, X``), a time
         point is one frame of each channel, ``max_frames`` counts time points.
+    units
+        Plane intensities: ``"normalized"`` (the network's output) or ``"counts"`` (the
+        normalisation undone, the camera's units).
+    before_completion
+        Called in :meth:`stop` before the skipped planes are computed, with the number of
+        frames to complete and the estimated seconds (None when unknown).
     """
 
     def __init__(
@@ -387,8 +409,12 @@ class Recorder:
         sync_interval_s: float = 5.0,
         on_error: Callable[[RecordingError], None] | None = None,
         channel_names: Sequence[str] | None = None,
+        units: str = "normalized",
+        before_completion: Callable[[int, float | None], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.units = units
+        self.before_completion = before_completion
         channels = getattr(pipeline, "channels", None)
         self.channels: list[str] | None = None
         if channels is not None:
@@ -497,6 +523,7 @@ class Recorder:
             overwrite=self.overwrite,
             sync_interval_s=self.sync_interval_s,
             channels=self.channels,
+            units=self.units,
         )
         self._note_plan(int(p.plan_id), plan, first_index=0)
         self._note_normalization(first_index=0)
@@ -740,6 +767,8 @@ class Recorder:
             assert self.summary is not None
             return self.summary
         self._stopped = True
+        do_complete = self.complete_on_stop if complete is None else complete
+        after = "completed after stop" if do_complete else "left for `live-deepz complete`"
         p = self.pipeline
         if not self.stops_pipeline:  # attached to a running pipeline: detach, keep it running
             for sub in (self._raw_sub, self._planes_sub):
@@ -764,7 +793,9 @@ class Recorder:
             stats = p.stats()
         if stats is not None and self._pipeline_error is None and stats.error:
             self._pipeline_error = stats.error
-        s = RecordingSummary(path=str(writer.paths.base), format=writer.format)
+        s = RecordingSummary(
+            path=str(writer.paths.base), format=writer.format, completes_after_stop=do_complete
+        )
         if stats is not None:
             base = self._stats_at_start  # attached to a running pipeline: count from there
             s.frames_acquired = int(stats.frames_in)
@@ -788,11 +819,11 @@ class Recorder:
         s.duration_s = max(0.0, (self._t_stop or time.perf_counter()) - self._t_start)
         s.pipeline_error = self._pipeline_error
         for what, n in self._planes_dropped.items():
-            s.events.append(f"{n} plane frame(s) not stored live ({what}); completed after stop")
+            s.events.append(f"{n} plane frame(s) not stored live ({what}); {after}")
         if self._planes_missed:
             s.events.append(
                 f"{self._planes_missed} processed frame(s) were lapped before the recorder "
-                "stored their planes (completed after stop)"
+                f"stored their planes ({after})"
             )
         with contextlib.suppress(RecordingError):
             self._note_normalization(first_index=0, first_only=True)
@@ -815,8 +846,10 @@ class Recorder:
             self.summary = s
             return s
         todo = len(writer.incomplete())
-        do_complete = self.complete_on_stop if complete is None else complete
+        s.completion_estimate_s = completion_estimate_s(stats, todo)
         if todo and do_complete:
+            if self.before_completion is not None:
+                self.before_completion(todo, s.completion_estimate_s)
             try:
                 # plans with a journaled DPM timeline (drift) are rebuilt from it: the live
                 # object only knows its current correction, not that of every frame

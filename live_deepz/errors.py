@@ -25,3 +25,10 @@ class InputError(LiveDeepzError):
 
 class CameraError(LiveDeepzError):
     """The camera or microscope core failed (open, configure, or mid-stream)."""
+
+
+def clause(message: object) -> str:
+    """``message`` without its final full stop, to continue it with ``". Next sentence"``
+    (no ``..`` when an inner message already ends a sentence)."""
+    text = str(message).rstrip()
+    return text[:-1].rstrip() if text.endswith(".") and not text.endswith("...") else text

@@ -47,6 +47,7 @@ from ._sim_devices import (
 )
 from .errors import CameraError
 from .optics import Optics
+from .sample_names import GENERATOR_OF
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -86,9 +87,10 @@ SIM_CHANNEL_GROUP = "Channel"
 PIXEL_CONFIG = "Res1x"
 """Name of the pixel-size configuration ``open_core("sim")`` defines."""
 
-SIM_SAMPLES = {"beads": "beads_flat", "worm": "worm"}
-"""Short sample names accepted by ``open_core("sim", sample=...)`` -> ``live_deepz.sim.samples``
-generator names (any other generator name in that module is accepted as well)."""
+SIM_SAMPLES = dict(GENERATOR_OF)
+"""Sample names accepted by ``open_core("sim", sample=...)`` (:mod:`live_deepz.sample_names`;
+underscores work too) -> ``live_deepz.sim.samples`` generator names (any other generator name
+in that module is accepted as well)."""
 
 
 def open_core(source: str | os.PathLike[str] | CMMCorePlus = "sim", **kwargs: Any) -> CMMCorePlus:
@@ -196,13 +198,14 @@ def build_scene(
     shape = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     optics = optics or Optics()
     if isinstance(sample, str):
-        name = SIM_SAMPLES.get(sample, sample)
+        from .sample_names import GENERATOR_OF, canonical_sample, samples_help
+
+        name = GENERATOR_OF.get(canonical_sample(sample), sample)
         gen = getattr(sim_samples, name, None)
         if gen is None or not callable(gen):
-            known = sorted(SIM_SAMPLES)
             raise CameraError(
-                f"Unknown simulated sample {sample!r}: use one of {known} or the name of a "
-                "generator in live_deepz.sim.samples."
+                f"Unknown simulated sample {sample!r}: use one of {samples_help()} or the "
+                "name of a generator in live_deepz.sim.samples."
             )
         sample = gen(seed=seed)
     scene: FrameSource = SimScene(sample, optics, shape=shape, seed=seed)

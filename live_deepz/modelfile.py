@@ -34,6 +34,7 @@ from .architectures import (
     unwrap_module,
 )
 from .errors import LiveDeepzError, ModelFileError
+from .model_home import MODELS_ENV
 from .optics import Optics
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ ARCHITECTURE_TYPE = DEEPZ_UNET
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 DEFAULT_MODEL_NAME = "deepz-sim20x-default"
-MODELS_ENV = "LIVE_DEEPZ_MODELS"
 MODALITIES = ("widefield", "confocal")
 OPTICS_KEYS = ("na", "wavelength_um", "pixel_size_um", "immersion_ri", "sample_ri")
 
@@ -350,11 +350,13 @@ def bundled_models() -> list[Path]:
 
 
 def user_models() -> list[Path]:
-    """Model folders inside the folder(s) named by ``$LIVE_DEEPZ_MODELS``."""
+    """Model folders inside the folder(s) named by ``$LIVE_DEEPZ_MODELS`` (when unset: the
+    default home ``~/.local/share/live-deepz/models``, see :mod:`live_deepz.model_home`)."""
+    from .model_home import user_model_roots
+
     found: list[Path] = []
-    for entry in os.environ.get(MODELS_ENV, "").split(os.pathsep):
-        root = Path(entry).expanduser() if entry.strip() else None
-        if root is not None and root.is_dir():
+    for root in user_model_roots():
+        if root.is_dir():
             found.extend(sorted(p for p in root.iterdir() if _is_model_folder(p)))
     return found
 

@@ -220,3 +220,47 @@ def test_bad_record_arguments(
         ]
     )
     assert rc == 1 and "configuration file not found" in capsys.readouterr().err
+
+
+def test_no_complete_summary_does_not_claim_completion(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.ome.tif"
+    argv = ["record", *SIM, "--frames", "20", "--planes=-2:2:2", "--model", model, *FAST]
+    rc = main([*argv, "--no-complete", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "(completed after stop)" not in text and "left for complete" in text
+
+
+def test_record_and_complete_in_camera_counts(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "c.ome.tif"
+    argv = ["record", *SIM, "--frames", "8", "--planes=0", "--model", model, *FAST]
+    assert main([*argv, "--units", "counts", "--no-complete", "-o", str(out)]) == 0
+    rc = main(["complete", str(out), "--units", "normalized", *FAST])
+    assert rc == 1 and "stores its planes in counts units" in capsys.readouterr().err
+    assert main(["complete", str(out), "--units", "counts", *FAST]) == 0
+    with open_recording(out) as r:
+        nz = r.metadata["normalizations"][0]
+        raw = np.asarray(r.raw, dtype=np.float64)
+        planes = np.asarray(r.planes)[:, 0]
+    assert r.complete.all()
+    # camera counts: the planes sit at the raw frames' level, not around 0..1
+    assert abs(np.median(planes) - np.median(raw)) < 0.5 * nz["scale"]
+    assert np.median(planes) > nz["background"] * 0.5
+
+
+def test_completion_estimate_is_printed_before_a_long_completion(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from live_deepz.commands._feedback import print_completion_notice, record_progress_line
+
+    print_completion_notice(3000, 3600.0, "run.ome.tif", 5)
+    err = capsys.readouterr().err
+    assert "about 60.0 min" in err and "--no-complete" in err and "--planes" in err
+    assert "--sim-size" in err and "live-deepz complete run.ome.tif" in err
+    print_completion_notice(3, 2.0, "run.ome.tif", 5)  # short: nothing to say
+    assert capsys.readouterr().err == ""
+    assert "starting" in record_progress_line(0, None)

@@ -40,7 +40,7 @@ import numpy as np
 from qtpy.QtCore import QCoreApplication, QObject, Signal
 
 from live_deepz.dpm import StaticPlanePlan, check_range, parse_planes
-from live_deepz.errors import CameraError, DPMRangeError, InputError, LiveDeepzError
+from live_deepz.errors import CameraError, DPMRangeError, InputError, LiveDeepzError, clause
 from live_deepz.optics import Optics
 
 from ._tasks import TaskRunner
@@ -1155,14 +1155,14 @@ class Session(QObject):
 def _plain(exc: BaseException) -> str:
     """The message of an error for the window (without the exception class for ours)."""
     if isinstance(exc, LiveDeepzError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return clause(exc)
+    return f"{type(exc).__name__}: {clause(exc)}"
 
 
 def _live_error_text(exc: BaseException | None, message: str) -> str:
     if isinstance(exc, CameraError):
         return (
-            f"The camera stopped: {message}. Check the camera (power, cable, Micro-Manager "
+            f"The camera stopped: {clause(message)}. Check the camera (power, cable, Micro-Manager "
             "settings) and press Start live to try again."
         )
     from live_deepz.engine import EngineTooSlowError
@@ -1170,6 +1170,6 @@ def _live_error_text(exc: BaseException | None, message: str) -> str:
     if isinstance(exc, EngineTooSlowError):
         return f"Live stopped: {message}"
     return (
-        f"The refocusing engine stopped: {message}. Press Start live to try again; if it "
+        f"The refocusing engine stopped: {clause(message)}. Press Start live to try again; if it "
         "happens again, choose another backend or model."
     )

@@ -3,7 +3,8 @@
 Repairs a recording whose writer was killed (drops torn tails, rewrites the metadata),
 computes the planes of every frame that has none from its raw frame, the recorded
 normalisation and DPM plan, and the model (the one the recording names, or ``--model``;
-the weights' sha256 must match unless ``--any-model``).
+the weights' sha256 must match unless ``--any-model``). The planes are written in the
+units the recording was made with (``record --units normalized|counts``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import ModelFileError
+from ..errors import InputError, ModelFileError
 
 __all__ = ["add_arguments", "run"]
 
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--tile", type=int, default=0, help="tile edge for large frames (0: off)")
     parser.add_argument("--allow-out-of-range", action="store_true")
+    parser.add_argument(
+        "--units",
+        choices=("normalized", "counts"),
+        default=None,
+        help="the planes' intensity units; a recording keeps the units it was made with "
+        "(record --units), so this only checks them (default: the recording's)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -107,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
 
     journal, _fmt = find_journal(args.recording)
     header, _state, _ = load_journal(journal)
+    stored = str((header.get("planes") or {}).get("unit_name", "normalized"))
+    if args.units is not None and args.units != stored:
+        raise InputError(
+            f"{args.recording} stores its planes in {stored} units (chosen when it was "
+            f"recorded: record --units {stored}); completed planes use the same units, so "
+            f"--units {args.units} cannot apply. Convert afterwards: counts = normalized × "
+            "scale + background with the normalisation in the journal"
+        )
     models = _models_for(header, args)
     from ..engine.backends import create_backend  # type: ignore[import-not-found]
 

@@ -16,7 +16,16 @@ import argparse
 import os
 import sys
 
-__all__ = ["add_app_arguments", "add_arguments", "display_available", "prepare_display", "run"]
+from ..sample_names import sample_argument, samples_help
+
+__all__ = [
+    "add_app_arguments",
+    "add_arguments",
+    "check_screenshot_path",
+    "display_available",
+    "prepare_display",
+    "run",
+]
 
 from ..display import display_available
 
@@ -60,15 +69,45 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sample", default="beads", help="simulated sample: beads, worm, ...")
+    parser.add_argument(
+        "--sample",
+        type=sample_argument(),  # type: ignore[arg-type]
+        default="beads",
+        metavar="SAMPLE",
+        help=f"simulated sample: {samples_help()}",
+    )
     parser.add_argument("--size", type=int, default=512, help="simulated frame size (px)")
     parser.add_argument("--seed", type=int, default=0, help="simulated sample seed")
     add_app_arguments(parser)
 
 
+def check_screenshot_path(path: str) -> None:
+    """Fail at once (not after streaming) when the screenshot cannot be written there."""
+    from ..errors import InputError
+
+    p = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(p)
+    if not p.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")):
+        raise InputError(f"--screenshot {path}: give a .png (or .jpg/.tif) file name")
+    if not os.path.isdir(folder):
+        raise InputError(f"cannot write the screenshot {path}: the folder {folder} does not exist")
+    existed = os.path.exists(p)
+    try:
+        with open(p, "ab"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the screenshot {path}: {exc.strerror or exc}; choose a folder you "
+            "can write to"
+        ) from None
+    if not existed:
+        os.remove(p)
+
+
 def prepare_display(args: argparse.Namespace, command: str) -> int | None:
     """Set up Qt's platform before it is imported; an exit status if no window can open."""
     if args.screenshot:
+        check_screenshot_path(args.screenshot)
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         if args.seconds is None:
             args.seconds = 5.0

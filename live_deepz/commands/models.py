@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..modelfile import MODELS_ENV, available_models, bundled_models, model_summary
+from ..model_home import MODELS_ENV, user_model_roots
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,11 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows() -> list[dict[str, Any]]:
+    from ..modelfile import available_models, bundled_models, model_summary  # torch: lazily
+
     bundled = set(bundled_models())
     rows = []
     for path in available_models():
         row = model_summary(path)
-        row["source"] = "bundled" if path in bundled else f"${MODELS_ENV}"
+        row["source"] = "bundled" if path in bundled else f"user: {path.parent}"
         rows.append(row)
     return rows
 
@@ -58,12 +60,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    roots = ", ".join(str(r) for r in user_model_roots())
+    where = f"user models are looked for in {roots} (set ${MODELS_ENV} to change it)"
     if not rows:
         print(
-            "No models found: none is bundled with this build and none is in "
-            f"${MODELS_ENV}. Train one with `live-deepz train`, or pass --model PATH "
+            f"No models found: none is bundled with this build and none is in {roots} "
+            f"(${MODELS_ENV}). Train one with `live-deepz train -o NAME`, or pass --model PATH "
             "to the commands that take one."
         )
         return 0
     print("\n\n".join(_text(r) for r in rows))
+    print(f"\n{where}; `live-deepz train -o NAME` puts a new model there")
     return 0

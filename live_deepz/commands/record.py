@@ -43,7 +43,9 @@ import warnings
 from typing import Any
 
 from ..errors import InputError
-from .refocus import add_plan_arguments, build_plan, load_models
+from ..sample_names import sample_argument, samples_help
+from ._feedback import print_completion_notice, record_progress_line
+from .refocus import add_plan_arguments, add_units_argument, build_plan, load_models
 
 __all__ = ["add_arguments", "run"]
 
@@ -97,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "pymmcore-plus' raw files, NAME.planes.zarr the virtual planes (P, T, C, Z, Y, X)",
     )
     parser.add_argument("--format", choices=("tiff", "zarr"), default=None)
+    add_units_argument(parser)
     parser.add_argument(
         "--model",
         action="append",
@@ -113,7 +116,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave the planes the engine skipped for `live-deepz complete`",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing recording")
-    parser.add_argument("--sim-sample", default="beads", help="simulated sample (--sim)")
+    parser.add_argument(
+        "--sim-sample",
+        type=sample_argument(),  # type: ignore[arg-type]
+        default="beads",
+        metavar="SAMPLE",
+        help=f"simulated sample (--sim): {samples_help()}",
+    )
     parser.add_argument("--sim-size", type=int, default=512, help="simulated frame size (--sim)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
 
@@ -352,10 +361,18 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         metadata=extra,
         channel_names=names,
+        units=args.units,
+        before_completion=None
+        if args.no_progress
+        else lambda n, est: print_completion_notice(
+            n, est, args.output, len(getattr(plan, "offsets_um", ()))
+        ),
     )
     interrupted = False
     t0 = time.perf_counter()
     try:
+        if not args.no_progress:
+            print(record_progress_line(0, None), end="", file=sys.stderr, flush=True)
         live.start()
         last_print = t0
         while not stop_now.is_set():
@@ -367,14 +384,8 @@ def _run(args: argparse.Namespace) -> int:
             if pipeline.state == "error":
                 break
             if not args.no_progress and now - last_print >= 1.0:
-                st = pipeline.stats()
-                print(
-                    f"\rrecording: {recorder.frames_written} frames written, "
-                    f"{st.fps_in:.1f} fps in, {st.frames_processed} processed live",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                line = record_progress_line(recorder.frames_written, pipeline.stats())
+                print(f"\r{line:100.100s}", end="", file=sys.stderr, flush=True)
                 last_print = now
             stop_now.wait(0.02)
     except KeyboardInterrupt:

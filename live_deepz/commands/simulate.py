@@ -28,20 +28,20 @@ import numpy as np
 
 from ..errors import InputError
 from ..optics import Optics
+from ..sample_names import SAMPLE_NAMES, sample_argument, samples_help
 
-SAMPLES = (
-    "beads",
-    "beads-tilted",
-    "beads-cylinder",
-    "beads-volume",
-    "worm",
-    "filaments",
-    "brain-slice",
-)
+SAMPLES = (*SAMPLE_NAMES, "brain-slice")
+"""The simulated microscope's samples plus the thick 60× brain-slice preset (simulate only)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sample", choices=SAMPLES, default="beads", help="what to simulate")
+    parser.add_argument(
+        "--sample",
+        type=sample_argument(SAMPLES),  # type: ignore[arg-type]
+        default="beads",
+        metavar="SAMPLE",
+        help=f"what to simulate: {samples_help(SAMPLES)}",
+    )
     parser.add_argument(
         "--z-range",
         nargs=2,

@@ -146,7 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         required=True,
         metavar="FOLDER",
-        help="model folder to write (its name is the model's name)",
+        help="model folder to write (its name is the model's name); a bare NAME goes into "
+        "the user models folder ($LIVE_DEEPZ_MODELS, default ~/.local/share/live-deepz/"
+        "models) that `live-deepz models` lists",
     )
     t.add_argument(
         "--recipe",
@@ -279,6 +281,15 @@ def _command_line() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..model_home import model_output_folder
+
+    given, args.output = args.output, model_output_folder(args.output)
+    if Path(given) != args.output:
+        print(
+            f"live-deepz train: writing the model to {args.output} (listed by `live-deepz "
+            f"models`; -o ./{given} writes into the current folder)",
+            file=sys.stderr,
+        )
     if getattr(args, "arch", "deepz-unet") == "wfcon3d":
         from .train_wfcon import run_wfcon
 

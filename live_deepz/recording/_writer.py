@@ -725,18 +725,18 @@ class RecordingWriter:
                     self.state.planes_plan[slot] = int(plan_id)
 
     def _normalization_of(self, t: int, channel: int) -> tuple[float, float]:
-        """``(background, scale)`` in force for time point ``t`` of ``channel`` (records are
-        keyed by the camera frame index, as the journal's frames)."""
-        best: dict[str, Any] | None = None
+        """``(background, scale)`` for time point ``t`` of ``channel``: the record with the
+        largest ``first_index`` <= the frame's camera index, else the earliest one (as
+        :func:`~live_deepz.recording.complete_recording` picks it)."""
         with self._meta_lock:
             slot = t * self.n_channels + channel
             info = self.state.frames[slot] if slot < len(self.state.frames) else None
             index = info.index if info is not None and info.index >= 0 else slot
-            for rec in self.state.normalizations:
-                if int(rec.get("channel", 0)) != channel or int(rec["first_index"]) > index:
-                    continue
-                if best is None or int(rec["first_index"]) >= int(best["first_index"]):
-                    best = rec
+            recs = [r for r in self.state.normalizations if int(r.get("channel", 0)) == channel]
+        best: dict[str, Any] | None = None
+        for rec in sorted(recs, key=lambda r: int(r.get("first_index", 0))):
+            if best is None or int(rec.get("first_index", 0)) <= index:
+                best = rec
         if best is None:
             raise RecordingError(
                 f"planes in camera counts need the intensity normalisation of frame {t}; "
