@@ -28,6 +28,15 @@ from ._recorder import (
 )
 from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing
+from ._session_models import (
+    NA_TOLERANCE,
+    PIXEL_TOLERANCE,
+    STANDIN_NAME,
+    optics_mismatch,
+    pick_model,
+    scope_na,
+    standin_model,
+)
 from ._stack3d import DEFAULT_OVERLAP, DEFAULT_TILE, infer_stack
 from ._stats import STAGES, PipelineStats, SubscriberStats
 from ._subscribers import (
@@ -56,7 +65,10 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
+    "NA_TOLERANCE",
+    "PIXEL_TOLERANCE",
     "STAGES",
+    "STANDIN_NAME",
     "ArrayPlan",
     "Backend",
     "BackendUnavailableError",
@@ -97,6 +109,8 @@ __all__ = [
     "infer_tiled",
     "measure_matmul_ceiling",
     "model_metadata",
+    "optics_mismatch",
+    "pick_model",
     "pinned_host_array",
     "read_input",
     "recorder_metadata",
@@ -105,4 +119,6 @@ __all__ = [
     "relative_error",
     "result_filename",
     "run_bench",
+    "scope_na",
+    "standin_model",
 ]
