@@ -475,11 +475,11 @@ class Session(QObject):
     # ------------------------------------------------------------------ live
     def start_live(self) -> bool:
         """Start the camera stream and the engine; False (and a notice) if it failed."""
-        p = self.pipeline
-        if p is None or self.busy or p.state in ("running", "stopping"):
+        p, live = self.pipeline, self.live
+        if p is None or live is None or self.busy or p.state in ("running", "stopping"):
             return False
         try:
-            p.start()
+            live.start()
         except LiveDeepzError as exc:
             self.notice.emit("live", "error", f"Live could not start: {_plain(exc)}")
             self._emit_state()
@@ -502,9 +502,12 @@ class Session(QObject):
         if self.recorder is not None:
             self.stop_recording(stop_stream=True)
             return
-        timeout = self.stop_timeout_s()
+        timeout, live = self.stop_timeout_s(), self.live
         self.tasks.submit(
-            "Stopping live", lambda: p.stop(timeout), lambda _: self._emit_state(), self._task_error
+            "Stopping live",
+            lambda: live.stop(timeout),
+            lambda _: self._emit_state(),
+            self._task_error,
         )
         self._emit_state()
 
@@ -619,7 +622,7 @@ class Session(QObject):
             return ""
         plan = self.current_plan()
         try:
-            p.set_plan(plan)
+            self.live.set_plan(plan)  # from the next camera frame on (frames carry it)
         except DPMRangeError as exc:
             return _plain(exc)
         except InputError as exc:
