@@ -153,3 +153,26 @@ def test_train_with_a_bare_name_lands_in_the_models_home(
     capsys.readouterr()
     assert main(["models", "--json"]) == 0
     assert any(r["name"] == "mine" for r in json.loads(capsys.readouterr().out))
+
+
+def test_joined_messages_have_no_double_full_stop() -> None:
+    from live_deepz.errors import CameraError, clause
+
+    assert clause("file not found.") == "file not found"
+    assert clause("wait...") == "wait..."
+    assert f"{clause(CameraError('no such device.'))}. Check it." == "no such device. Check it."
+
+
+def test_screenshot_to_an_unwritable_place_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    t0 = time.perf_counter()
+    rc = main(["demo", "--screenshot", str(blocker / "out.png"), "--seconds", "10"])
+    assert rc == 1 and time.perf_counter() - t0 < 5
+    assert "cannot write the screenshot" in capsys.readouterr().err
+    rc = main(["demo", "--screenshot", str(tmp_path / "out.txt"), "--seconds", "10"])
+    assert rc == 1 and ".png" in capsys.readouterr().err
