@@ -1,15 +1,16 @@
 """Does live-deepz slow down a pymmcore-plus MDA? And does a slow engine lose anything?
 
 Simulated microscope (``open_core("sim")`` with the fast stand-in frame source, 512² px,
-10 ms exposure), a ``useq.MDASequence`` of 3 positions x 2 channels x ``--loops`` time
-points at interval 0 (as fast as the hardware goes: the hardest case; with an interval the
-MDA waits anyway). pymmcore-plus writes the raw frames to OME-Zarr in both arms.
+10 ms exposure), ``useq.MDASequence`` s of 3 positions x 2 channels. pymmcore-plus writes the
+raw frames to OME-Zarr in both arms.
 
 1. **overhead**: the MDA's wall time (``core.mda.run`` start to return) without live-deepz
    and with an :class:`~live_deepz.engine.MDAProcessor` attached (fast stand-in engine
-   ``out = image + dpm``, 11 planes, planes written to ``NAME.planes.zarr``), alternating
-   A/B ``--repeats`` times in one run; medians and the ratio. Also the time until the
-   processor's planes were all written (after the MDA returned).
+   ``out = image + dpm``, ``--planes`` (5), planes written to ``NAME.planes.zarr``),
+   alternating A/B in one run; medians, ratios, and the time until the processor's planes
+   were all written (after the MDA returned). Two sequences: a **burst** (``--loops`` time
+   points at interval 0: the camera as fast as it goes, the hardest case) and a
+   **time-lapse** (``--interval-loops`` x ``--interval-s``, what time-lapse users run).
 2. **slow engine**: the same sequence with an engine that sleeps ``--slow-ms`` per frame:
    every raw frame kept, how many planes were skipped live and completed after, counts
    in = written (checked by reopening the files).
@@ -34,30 +35,16 @@ from typing import Any
 
 import numpy as np
 
+from live_deepz.engine.testing import FakeBackend
+
 HERE = Path(__file__).resolve().parent
-
-
-class FakeBackend:
-    """``out[k] = image + dpm_net[k]``: a fast, exact stand-in for the network."""
-
-    name = "fake"
-    precision = "fp32"
-    device = "cpu"
-
-    def prepare(self, height: int, width: int, n_planes: int) -> None:
-        pass
-
-    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
-        np.add(image[None], dpms_net, out=out)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": "fake"}
 
 
 class SleepBackend(FakeBackend):
     """The stand-in plus ``delay_s`` of sleep per frame: an engine slower than the camera."""
 
     def __init__(self, delay_s: float) -> None:
+        super().__init__()
         self.delay_s = delay_s
 
     def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
@@ -74,13 +61,13 @@ def make_core(size: int, exposure_ms: float) -> Any:
     return open_core("sim", scene=NoiseFrameSource((size, size), seed=1), exposure_ms=exposure_ms)
 
 
-def make_sequence(loops: int) -> Any:
+def make_sequence(loops: int, interval_s: float = 0.0) -> Any:
     import useq
 
     return useq.MDASequence(
         stage_positions=[(0, 0, 0), (100, 0, 0), (0, 100, 0)],
         channels=["pattern", "bright pattern"],
-        time_plan={"interval": 0, "loops": loops},
+        time_plan={"interval": interval_s, "loops": loops},
         axis_order="tpcz",
     )
 
@@ -125,13 +112,58 @@ def verify(out: Path, n_expected: int) -> dict[str, Any]:
         }
 
 
+def ab(core: Any, seq: Any, out: Path, planes: str, repeats: int, n: int, name: str) -> dict[str, Any]:
+    """MDA wall time without / with live-deepz, alternating, ``repeats`` pairs."""
+    plain: list[float] = []
+    attached: list[float] = []
+    done_after: list[float] = []
+    summaries = []
+    for i in range(repeats):
+        a = run_once(core, seq, out, None, planes)
+        b = run_once(core, seq, out, FakeBackend(), planes)
+        plain.append(a["mda_s"])
+        attached.append(b["mda_s"])
+        done_after.append(b["planes_done_after_s"])
+        summaries.append(b["summary"])
+        print(
+            f"  {name} {i + 1}: without {a['mda_s']:.3f} s, with live-deepz {b['mda_s']:.3f} s "
+            f"(planes done {b['planes_done_after_s']:.3f} s after), live "
+            f"{b['summary']['planes_live']}/{n}, completed {b['summary']['planes_completed']}"
+        )
+    files = verify(out, n)
+    med_a, med_b = statistics.median(plain), statistics.median(attached)
+    ratios = [b / a for a, b in zip(plain, attached)]
+    print(
+        f"{name}: median {med_a:.3f} s without, {med_b:.3f} s with (ratio of medians "
+        f"{med_b / med_a:.3f}, median pair ratio {statistics.median(ratios):.3f}); files: {files}"
+    )
+    return {
+        "mda_s_without": plain,
+        "mda_s_with": attached,
+        "median_without_s": med_a,
+        "median_with_s": med_b,
+        "ratio_of_medians": med_b / med_a,
+        "pair_ratios": ratios,
+        "median_pair_ratio": statistics.median(ratios),
+        "per_frame_ms_without": 1000 * med_a / n,
+        "per_frame_ms_with": 1000 * med_b / n,
+        "planes_done_after_mda_s_median": statistics.median(done_after),
+        "planes_live": [s["planes_live"] for s in summaries],
+        "planes_completed": [s["planes_completed"] for s in summaries],
+        "last_run_files": files,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--exposure-ms", type=float, default=10.0)
     ap.add_argument("--loops", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--planes", default="-5:5:1", help="11 planes")
+    ap.add_argument("--interval-s", type=float, default=0.5)
+    ap.add_argument("--interval-loops", type=int, default=10)
+    ap.add_argument("--interval-repeats", type=int, default=3)
+    ap.add_argument("--planes", default="-4:4:2", help="record's default: 5 planes")
     ap.add_argument("--slow-ms", type=float, default=100.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("-o", "--output", default=str(HERE / "results" / "mda.json"))
@@ -142,53 +174,30 @@ def main() -> None:
     logging.getLogger("pymmcore-plus").setLevel(logging.ERROR)
 
     core = make_core(args.size, args.exposure_ms)
-    seq = make_sequence(args.loops)
-    n = 3 * 2 * args.loops
     tmp = Path(tempfile.mkdtemp(prefix="bench_mda_"))
     out = tmp / "run.ome.zarr"
+    n = 3 * 2 * args.loops
+    n_i = 3 * 2 * args.interval_loops
     print(
-        f"MDA 3 positions x 2 channels x {args.loops} time points = {n} frames of "
-        f"{args.size}² px, {args.exposure_ms:g} ms exposure; {args.repeats} A/B repeats "
-        f"(estimate ~{2 * args.repeats * n * (args.exposure_ms + 8) / 1000:.0f} s + slow run)"
+        f"3 positions x 2 channels, {args.size}² px, {args.exposure_ms:g} ms exposure, planes "
+        f"{args.planes}: burst {args.loops} time points (interval 0) x {args.repeats} A/B, "
+        f"time-lapse {args.interval_loops} x {args.interval_s:g} s x {args.interval_repeats} "
+        f"A/B (estimate ~{2 * args.repeats * n * 0.025 + 2 * args.interval_repeats * args.interval_loops * args.interval_s + n * args.slow_ms / 1000:.0f} s)"
     )
-    run_once(core, seq, out, None, args.planes)  # warm up: scene, writers, imports
-    run_once(core, seq, out, FakeBackend(), args.planes)
-    plain: list[float] = []
-    attached: list[float] = []
-    done_after: list[float] = []
-    summaries = []
-    for i in range(args.repeats):
-        a = run_once(core, seq, out, None, args.planes)
-        b = run_once(core, seq, out, FakeBackend(), args.planes)
-        plain.append(a["mda_s"])
-        attached.append(b["mda_s"])
-        done_after.append(b["planes_done_after_s"])
-        summaries.append(b["summary"])
-        print(
-            f"  repeat {i + 1}: without {a['mda_s']:.3f} s, with live-deepz {b['mda_s']:.3f} s "
-            f"(planes done {b['planes_done_after_s']:.3f} s after), live "
-            f"{b['summary']['planes_live']}/{n}, completed {b['summary']['planes_completed']}"
-        )
-    check_fast = verify(out, n)
-    med_a, med_b = statistics.median(plain), statistics.median(attached)
-    overhead = {
-        "mda_s_without": plain,
-        "mda_s_with": attached,
-        "median_without_s": med_a,
-        "median_with_s": med_b,
-        "ratio_with_over_without": med_b / med_a,
-        "per_frame_ms_without": 1000 * med_a / n,
-        "per_frame_ms_with": 1000 * med_b / n,
-        "planes_done_after_mda_s_median": statistics.median(done_after),
-        "planes_live": [s["planes_live"] for s in summaries],
-        "planes_completed": [s["planes_completed"] for s in summaries],
-        "last_run_files": check_fast,
-    }
-    print(
-        f"overhead: median {med_a:.3f} s without, {med_b:.3f} s with "
-        f"(ratio {med_b / med_a:.3f}); files: {check_fast}"
+    burst = make_sequence(args.loops)
+    run_once(core, burst, out, None, args.planes)  # warm up: scene, writers, imports
+    run_once(core, burst, out, FakeBackend(), args.planes)
+    overhead = ab(core, burst, out, args.planes, args.repeats, n, "burst")
+    lapse = ab(
+        core,
+        make_sequence(args.interval_loops, args.interval_s),
+        out,
+        args.planes,
+        args.interval_repeats,
+        n_i,
+        "time-lapse",
     )
-
+    seq = burst
     slow = run_once(core, seq, out, SleepBackend(args.slow_ms / 1000), args.planes)
     check_slow = verify(out, n)
     s = slow["summary"]
@@ -204,11 +213,24 @@ def main() -> None:
         "threads": args.threads,
         "frame": [args.size, args.size],
         "exposure_ms": args.exposure_ms,
-        "sequence": {"positions": 3, "channels": 2, "time_points": args.loops, "interval_s": 0},
-        "frames_per_mda": n,
         "planes": args.planes,
-        "repeats": args.repeats,
-        "overhead": overhead,
+        "burst": {
+            "sequence": {"positions": 3, "channels": 2, "time_points": args.loops, "interval_s": 0},
+            "frames_per_mda": n,
+            "repeats": args.repeats,
+            **overhead,
+        },
+        "time_lapse": {
+            "sequence": {
+                "positions": 3,
+                "channels": 2,
+                "time_points": args.interval_loops,
+                "interval_s": args.interval_s,
+            },
+            "frames_per_mda": n_i,
+            "repeats": args.interval_repeats,
+            **lapse,
+        },
         "slow_engine": {
             "delay_ms": args.slow_ms,
             "mda_s": slow["mda_s"],

@@ -108,10 +108,11 @@ def train(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, Any]]:
         str(args.z_half_range),
         "--width",
         str(args.width),
-        "--pretrain-steps",
-        str(args.steps),
+        "--recipe",
+        args.recipe,
         "--steps",
-        "0",
+        str(args.steps),
+        *(["--region", str(args.patch)] if args.recipe == "fast" else []),
         "--batch",
         str(args.batch),
         "--val-every",
@@ -362,7 +363,14 @@ def plots(rep: dict[str, Any], montage: dict[str, Any], psf: dict[str, Any] | No
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=4000, help="L1 training steps (4000)")
+    ap.add_argument(
+        "--recipe",
+        choices=("paper", "fast"),
+        default="paper",
+        help="training recipe (paper: L1-only on the CPU, as before; fast: residual + MSE + "
+        "cosine + object-centred crops, crops = the regions here)",
+    )
+    ap.add_argument("--steps", type=int, default=4000, help="training steps (4000)")
     ap.add_argument("--width", type=float, default=0.25, help="network width (0.25)")
     ap.add_argument("--patch", type=int, default=32, help="training patch, px (32)")
     ap.add_argument("--batch", type=int, default=8)

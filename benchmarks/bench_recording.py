@@ -38,27 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from live_deepz.engine.testing import FakeBackend
+
 HERE = Path(__file__).resolve().parent
 
 
 # --------------------------------------------------------------------------- stand-ins
-
-
-class FakeBackend:
-    """``out[k] = image + dpm_net[k]``: a fast, exact stand-in for the network."""
-
-    name = "fake"
-    precision = "fp32"
-    device = "cpu"
-
-    def prepare(self, height: int, width: int, n_planes: int) -> None:
-        pass
-
-    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
-        np.add(image[None], dpms_net, out=out)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": "fake (image + dpm)"}
 
 
 def _fresh(d: Path) -> Path:

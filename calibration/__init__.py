@@ -34,6 +34,14 @@ from ._drift import (
     KalmanDrift,
     MedianDrift,
 )
+from ._drift_plan import (
+    DRIFT_BUDGET,
+    DRIFT_CHUNK,
+    DRIFT_MAX_EVERY_N,
+    DRIFT_MIN_EVERY_N,
+    drift_compensation_plan,
+    drift_every_n,
+)
 from ._fit import (
     FIT_KINDS,
     MIN_POINTS,
@@ -74,6 +82,10 @@ from ._wizard_model import (
 
 __all__ = [
     "DEFAULT_SWEEP",
+    "DRIFT_BUDGET",
+    "DRIFT_CHUNK",
+    "DRIFT_MAX_EVERY_N",
+    "DRIFT_MIN_EVERY_N",
     "FIT_KINDS",
     "FOCUS_MEASURES",
     "FWHM_PER_SIGMA",
@@ -99,6 +111,8 @@ __all__ = [
     "SurfaceFit",
     "assess_calibration",
     "bead_fwhm",
+    "drift_compensation_plan",
+    "drift_every_n",
     "engine_refocus_fn",
     "estimate_focus",
     "estimate_focus_beads",

@@ -11,13 +11,23 @@ The live pipeline (:class:`LivePipeline`) pops camera frames from a pymmcore-plu
 planes written beside pymmcore-plus' own raw files.
 """
 
+from ._bench import BenchConfig, format_summary, result_filename, run_bench
 from ._ceiling import measure_matmul_ceiling
 from ._mda import MDAPlanes, MDAProcessor, MDASummary
+from ._offline import ArrayPlan, RefocusInput, RefocusSummary, read_input, refocus_file
 from ._onnx import export_onnx
 from ._pipeline import CapacityEstimate, LivePipeline
-from ._recorder import Recorder, RecordingSummary
+from ._recorder import (
+    ChannelClock,
+    PlanTimeline,
+    Recorder,
+    RecordingSummary,
+    model_metadata,
+    recorder_metadata,
+)
 from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing
+from ._stack3d import DEFAULT_OVERLAP, DEFAULT_TILE, infer_stack
 from ._stats import STAGES, PipelineStats, SubscriberStats
 from ._subscribers import (
     EngineTooSlowError,
@@ -43,10 +53,15 @@ __all__ = [
     "ALIGN",
     "AUTO_ORDER",
     "BACKENDS",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
     "STAGES",
+    "ArrayPlan",
     "Backend",
     "BackendUnavailableError",
+    "BenchConfig",
     "CapacityEstimate",
+    "ChannelClock",
     "EngineTooSlowError",
     "FrameMeta",
     "FrameRing",
@@ -57,12 +72,15 @@ __all__ = [
     "MDASummary",
     "PipelineError",
     "PipelineStats",
+    "PlanTimeline",
     "PlaneFrame",
     "PlaneMeta",
     "PlaneRing",
     "RawFrame",
     "Recorder",
     "RecordingSummary",
+    "RefocusInput",
+    "RefocusSummary",
     "Refocuser",
     "RingClosed",
     "SlotRing",
@@ -72,8 +90,16 @@ __all__ = [
     "available_backends",
     "create_backend",
     "export_onnx",
+    "format_summary",
+    "infer_stack",
     "infer_tiled",
     "measure_matmul_ceiling",
+    "model_metadata",
     "pinned_host_array",
+    "read_input",
+    "recorder_metadata",
+    "refocus_file",
     "relative_error",
+    "result_filename",
+    "run_bench",
 ]

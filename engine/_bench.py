@@ -300,7 +300,7 @@ def _offsets(k: int, z_range: tuple) -> np.ndarray:
 
 
 def _host_info() -> dict[str, Any]:
-    from live_deepz.commands.info import compute_devices
+    from .backends import compute_devices
 
     devices = compute_devices()
     load = None

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -50,17 +51,19 @@ from typing import Any
 
 import numpy as np
 
-from live_deepz.dpm import PlanePlan, check_range, to_network_units
+from live_deepz.dpm import PlanePlan
 from live_deepz.errors import InputError, LiveDeepzError
 from live_deepz.normalize import Normalization, fit_normalization
 from live_deepz.recording import MDAPlaneWriter, complete_mda_recording, event_key, mda_sizes
 
+from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, RingClosed
 
 __all__ = ["MDAPlanes", "MDAProcessor", "MDASummary"]
 
 Key = tuple[int, int, int]
 _POLL_S = 0.05
+_RING_MAX_BYTES = 512 * 2**20
 _SNAP_FAILED = "Failed to snap image"
 
 
@@ -158,7 +161,12 @@ class _Run:
         self.sizes = mda_sizes(sequence)
         self.shape = shape
         self.summary = MDASummary(frames_expected=int(np.prod(self.sizes)))
-        self.ring = FrameRing(slots, *shape, dtype, on_drop=self._on_drop)
+        per_frame = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        # room for two time points of every position and channel (the worker refocuses them
+        # while the MDA waits for the next one), within _RING_MAX_BYTES
+        want = max(int(slots), 2 * self.sizes[0] * self.sizes[2])
+        self.ring = FrameRing(max(2, min(want, _RING_MAX_BYTES // per_frame)), *shape, dtype)
+        self.acquiring = False  # between eventStarted and the next wait / the end
         self.keys: list[Key] = []  # ring sequence number -> event key (producer appends)
         self.arrivals: list[tuple[Key, dict[str, Any]]] = []
         self.pages: dict[int, int] = {}  # raw frames so far per position (TIFF page)
@@ -168,9 +176,6 @@ class _Run:
         self.t0 = time.perf_counter()
         self.done = threading.Event()
         self.worker: threading.Thread | None = None
-
-    def _on_drop(self, n: int) -> None:
-        self.summary.planes_skipped_live += n
 
 
 class MDAProcessor:
@@ -193,11 +198,21 @@ class MDAProcessor:
         ``NAME.ome.tiff``); the planes go to ``NAME.planes.zarr``. ``None``: nothing saved
         (live view only).
     ring_slots
-        Frames the ring holds for the engine (the acquisition never waits for it).
+        At least this many frames in the ring (default: two time points of every position
+        and channel, within 512 MB; the acquisition never waits for the ring).
     complete_on_finish
         Compute the planes the engine skipped when the sequence ends (from the raw files).
     models
         ``LoadedModel`` per channel (or one), for the files' metadata (name, sha256, card).
+    burst_live_interval_s
+        While the acquisition is busy (between an event's start and the next wait), refocus
+        only the newest frame every this many seconds (for the live view); everything
+        else is refocused in order while the MDA waits for its next time point, or completed
+        from the raw files at the end. 0: refocus as fast as possible, competing with the
+        acquisition for the CPU.
+    worker_nice
+        Linux: the worker thread's nice increment (the acquisition thread gets the CPU
+        first when both want it; 0: unchanged).
     """
 
     def __init__(
@@ -216,8 +231,12 @@ class MDAProcessor:
         models: Any = None,
         metadata: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        worker_nice: int = 10,
+        burst_live_interval_s: float = 0.5,
     ) -> None:
         self.core = core
+        self.worker_nice = int(worker_nice)
+        self.burst_live_interval_s = float(burst_live_interval_s)
         self._backends = backends
         self._plan = plan
         self.dpm_scale_um = float(dpm_scale_um)
@@ -230,6 +249,10 @@ class MDAProcessor:
         self.models = models
         self.metadata = dict(metadata or {})
         self.overwrite = overwrite
+        # the card's rules (range check, µm -> network units); the backends run per channel
+        self._converter = Refocuser.from_range(
+            z_range_um, self.dpm_scale_um, allow_out_of_range=allow_out_of_range
+        )
         self._run: _Run | None = None
         self._last: _Run | None = None
         self._attached = False
@@ -248,6 +271,7 @@ class MDAProcessor:
         ev = self.core.mda.events
         _connect_direct(ev.sequenceStarted, self._on_sequence_started)
         _connect_direct(ev.eventStarted, self._on_event_started)
+        _connect_direct(ev.awaitingEvent, self._on_awaiting)
         _connect_direct(ev.frameReady, self._on_frame)
         _connect_direct(ev.sequenceCanceled, self._on_canceled)
         _connect_direct(ev.sequenceFinished, self._on_sequence_finished)
@@ -263,6 +287,7 @@ class MDAProcessor:
         for sig, fn in (
             (ev.sequenceStarted, self._on_sequence_started),
             (ev.eventStarted, self._on_event_started),
+            (ev.awaitingEvent, self._on_awaiting),
             (ev.frameReady, self._on_frame),
             (ev.sequenceCanceled, self._on_canceled),
             (ev.sequenceFinished, self._on_sequence_finished),
@@ -342,6 +367,12 @@ class MDAProcessor:
             return
         run.current = event_key(event.index)
         run.got_frame = False
+        run.acquiring = True
+
+    def _on_awaiting(self, event: Any = None, remaining: float = 0.0) -> None:
+        run = self._run
+        if run is not None:
+            run.acquiring = False
 
     def _on_snap_failed(self, message: str) -> None:
         run = self._run
@@ -413,6 +444,7 @@ class MDAProcessor:
         if run is None:
             return
         run.summary.acquisition_s = time.perf_counter() - run.t0
+        run.acquiring = False
         run.ring.close()
         self._last = run
 
@@ -439,6 +471,7 @@ class MDAProcessor:
         return plan  # type: ignore[return-value]
 
     def _work(self, run: _Run) -> None:
+        _lower_priority(self.worker_nice)
         s = run.summary
         writer: MDAPlaneWriter | None = None
         names = [str(ch.config) for ch in getattr(run.sequence, "channels", ())]
@@ -449,6 +482,7 @@ class MDAProcessor:
         journaled = 0
         x = np.empty(run.shape, np.float32)
         done_live: set[Key] = set()
+        fed: dict[int, int] = {}  # position -> last time point a dynamic plan was fed
 
         def journal_arrivals() -> None:
             nonlocal journaled
@@ -498,23 +532,41 @@ class MDAProcessor:
                     prep(run.shape[0], run.shape[1], k)
                 prepared.add(id(backend))
             ring = run.ring
+            nxt = 0  # the next ring sequence number to refocus in order (idle time)
+            last_peek = -math.inf
             while True:
                 journal_arrivals()
-                seq = ring.take_newest(_POLL_S)
-                if seq is None:
-                    if ring.drained:
-                        break
-                    continue
+                if run.acquiring and self.burst_live_interval_s > 0:
+                    # the acquisition is busy: only a sample for the live view, now and then
+                    newest = ring.next_seq - 1
+                    now = time.perf_counter()
+                    if (
+                        newest < 0
+                        or now - last_peek < self.burst_live_interval_s
+                        or run.keys[newest] in done_live
+                    ):
+                        time.sleep(0.01)
+                        continue
+                    seq, last_peek, display_only = newest, now, True
+                else:  # idle (waiting for the next time point) or finished: every frame, in order
+                    if nxt >= ring.next_seq:
+                        if ring.closed:
+                            break
+                        ring.wait_readable(nxt, timeout=_POLL_S)
+                        continue
+                    seq = nxt = max(nxt, ring.oldest_seq())  # lapped: left to completion
+                    nxt += 1
+                    display_only = False
+                    if run.keys[seq] in done_live:
+                        continue
                 got = ring.view(seq)
-                if got is None:  # overwritten before we got to it
-                    s.planes_skipped_live += 1
+                if got is None:  # overwritten before we got to it: completed later
                     continue
                 slot, gen, meta = got
                 key = run.keys[seq]
                 p, t, c = key
                 np.copyto(x, slot.arrays["image"], casting="unsafe")
                 if not ring.still_valid(slot, gen):
-                    s.planes_skipped_live += 1
                     continue
                 t0 = time.perf_counter()
                 norm = norms.get((p, c))
@@ -531,8 +583,9 @@ class MDAProcessor:
                 norm.apply(x, out=x)
                 plan = plan_of(p)
                 update = getattr(plan, "update", None)
-                if callable(update) and c == 0:
+                if callable(update) and c == 0 and not display_only and t > fed.get(p, -1):
                     update(x, t, float(meta.camera_time_ms))
+                    fed[p] = t
                 dpms = plan.dpms_for_frame(t, float(meta.camera_time_ms), run.shape)
                 cached = nets.get((p, c))
                 if cached is None or cached[0] is not dpms or dpms.flags.writeable:
@@ -541,17 +594,15 @@ class MDAProcessor:
                             f"the plan of position {p} gave DPMs of shape {dpms.shape}; "
                             f"expected {(k, *run.shape)}"
                         )
-                    if self.z_range_um is not None:
-                        check_range(
-                            dpms, self.z_range_um, allow=self.allow_out_of_range,
-                            what=f"the DPMs of position {p}",
-                        )
-                    net = to_network_units(dpms, self.dpm_scale_um)
+                    net = self._converter.network_dpms(dpms, what=f"the DPMs of position {p}")
                     net.flags.writeable = False
                     cached = nets[(p, c)] = (dpms, net)
                 backend = self._backend_for(c, names)
                 backend.infer(x, cached[1], out)
                 s.infer_ms.append((time.perf_counter() - t0) * 1e3)
+                if display_only:  # a burst's live-view sample: no disk I/O during the burst
+                    self._publish(key, out, slot_raw=x, offsets=offsets)
+                    continue
                 corr = getattr(plan, "correction_um", None)
                 journal_arrivals()  # the frame's own line before its planes
                 if writer is not None:
@@ -563,15 +614,21 @@ class MDAProcessor:
                 s.planes_live += 1
                 self._publish(key, out, slot_raw=x, offsets=offsets)
             journal_arrivals()
+            s.planes_skipped_live = s.frames_acquired - s.planes_live
             if writer is not None and self.complete_on_finish:
                 t_c = time.perf_counter()
                 writer.close({"phase": "acquired", **s.to_dict()})
                 report = complete_mda_recording(
                     writer.paths.raw,
-                    [self._backend_for(c, names).infer for c in range(run.sizes[2])],
-                    dpm_scale_um=self.dpm_scale_um,
-                    z_range_um=self.z_range_um,
-                    allow_out_of_range=self.allow_out_of_range,
+                    [
+                        Refocuser.from_range(
+                            self.z_range_um,
+                            self.dpm_scale_um,
+                            self._backend_for(c, names),
+                            allow_out_of_range=self.allow_out_of_range,
+                        )
+                        for c in range(run.sizes[2])
+                    ],
                     plans={p: pl for p, pl in plans.items() if not callable(getattr(pl, "update", None))},
                     summary={**s.to_dict(), "phase": "completed"},
                 )
@@ -627,6 +684,18 @@ class MDAProcessor:
         meta["dpm_scale_um"] = self.dpm_scale_um
         meta["z_range_um"] = None if self.z_range_um is None else list(self.z_range_um)
         return meta
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's scheduling priority (Linux: per-thread nice; elsewhere a
+    no-op)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError:
+        pass
 
 
 def _connect_direct(signal: Any, slot: Callable[..., Any]) -> None:

@@ -341,6 +341,8 @@ class LivePipeline:
         self._stage_cb: Callable[..., None] | None = None
         self._plan_state = self._make_plan_state(plan, 0)
         self._check_plan(self._plan_state, self._camera_shape(), None)
+        self._plan_states: dict[int, _PlanState] = {0: self._plan_state}
+        """Every plan by id: a frame is refocused with the plan stamped on it at the pop."""
 
     @classmethod
     def from_model(
@@ -446,6 +448,11 @@ class LivePipeline:
     def plan_id(self) -> int:
         return self._plan_state.plan_id
 
+    def plan_of(self, plan_id: int) -> PlanePlan | None:
+        """The plan object of ``plan_id`` (None: unknown id)."""
+        ps = self._plan_states.get(int(plan_id))
+        return None if ps is None else ps.plan
+
     @property
     def normalization(self) -> Normalization | None:
         """The normalisation in use (``None`` until fitted on the first frame); with several
@@ -505,6 +512,7 @@ class LivePipeline:
             run = self._run if self._state in ("running", "stopping") else None
             shape = run.shape if run is not None else self._camera_shape()
             self._check_plan(ps, shape, run)
+            self._plan_states[ps.plan_id] = ps
             self._plan_state = ps
             return ps.plan_id
 
@@ -921,7 +929,7 @@ class LivePipeline:
         frames.release(seq)
         t1 = time.perf_counter()
 
-        ps = self._plan_state
+        ps = self._plan_states.get(meta.plan_id) or self._plan_state  # the frame's own plan
         dpm_net = self._dpms(run, ps, meta, x)
         t2 = time.perf_counter()
 
@@ -940,6 +948,7 @@ class LivePipeline:
                 offsets_um=ps.offsets_um,
                 plan_id=ps.plan_id,
                 plan=ps.description if ps.feedback is None else dict(ps.plan.describe()),
+                normalization=norm,
             ),
             index=meta.index,
         )
@@ -1072,6 +1081,7 @@ class _Popper:
         stage_z = _as_float(z) if z is not None else self.p._stage_z
         channel = self._channel(meta, cam_no)
 
+        ps = self.p._plan_state  # one read: the plan in force when the frame arrived
         slot = ring.claim()
         assert slot is not None
         np.copyto(slot.arrays["image"], img)
@@ -1083,6 +1093,8 @@ class _Popper:
             stage_z_um=stage_z,
             metadata=MappingProxyType(meta),
             channel=channel,
+            plan_id=ps.plan_id,
+            plan=ps.plan,
         )
         run.stats.on_frame_in(arrival, time.perf_counter() - t0, cam_no, cam_t)
         ring.publish(slot, fmeta)

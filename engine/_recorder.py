@@ -456,6 +456,9 @@ class Recorder:
         self._t_start = 0.0
         self._t_stop = 0.0
         self._stopped = False
+        self.stops_pipeline = True
+        """Whether :meth:`stop` stops the pipeline (it was not running at :meth:`start`)."""
+        self._stats_at_start: Any = None
         self.summary: RecordingSummary | None = None
         self.completion: CompletionReport | None = None
 
@@ -481,10 +484,19 @@ class Recorder:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        """Open the files and subscribe (call before ``pipeline.start()``)."""
+        """Open the files and subscribe.
+
+        Called before ``pipeline.start()`` the recording gets the run from its first frame
+        and :meth:`stop` stops the pipeline. Called while the pipeline runs it attaches from
+        the next frame on (the camera keeps streaming; it may lag as far as the running
+        rings hold, see ``LivePipeline(ring_slots=, plane_slots=)``) and :meth:`stop`
+        detaches, leaving the pipeline running.
+        """
         if self.writer is not None:
             raise RuntimeError("this Recorder was already started; make a new one")
         p = self.pipeline
+        running = getattr(p, "state", "idle") in ("running", "stopping")
+        self.stops_pipeline = not running
         core = p.core
         h, w = int(core.getImageHeight()), int(core.getImageWidth())
         bpp = int(core.getBytesPerPixel())
@@ -513,14 +525,19 @@ class Recorder:
             channels=self.channels,
             units=self.units,
         )
-        self._note_plan(first_index=0)
+        self._note_plan(int(p.plan_id), plan, first_index=0)
         self._note_normalization(first_index=0)
         frame_mb = h * w * dtype.itemsize / 2**20
         planes_mb = offsets.size * h * w * 4 / 2**20
         raw_slots = int(max(32, min(4096, self.buffer_mb / max(frame_mb, 1e-6))))
         plane_slots = int(max(4, min(256, self.buffer_mb / max(planes_mb, 1e-6))))
-        self._raw_sub = p.subscribe_raw(maxsize=raw_slots, name="recorder-raw")
-        self._planes_sub = p.subscribe_all(maxsize=plane_slots, name="recorder-planes")
+        if running:  # attach: as far behind as the running rings allow
+            self._stats_at_start = p.stats()
+            self._raw_sub = p.subscribe_raw(name="recorder-raw")
+            self._planes_sub = p.subscribe_all(name="recorder-planes")
+        else:
+            self._raw_sub = p.subscribe_raw(maxsize=raw_slots, name="recorder-raw")
+            self._planes_sub = p.subscribe_all(maxsize=plane_slots, name="recorder-planes")
         self._t_start = time.perf_counter()
         self._threads = [
             threading.Thread(target=self._raw_loop, name="live-deepz-rec-raw", daemon=True),
@@ -530,13 +547,11 @@ class Recorder:
             t.start()
 
     # ------------------------------------------------------------------ helpers
-    def _note_plan(self, first_index: int) -> int:
-        """Journal the pipeline's current plan when it is new; returns its id."""
-        p = self.pipeline
-        for _ in range(3):  # plan and plan_id are two reads: retry if set_plan raced us
-            pid, plan = int(p.plan_id), p.plan
-            if int(p.plan_id) == pid:
-                break
+    def _note_plan(self, pid: int, plan: Any, first_index: int) -> int:
+        """Journal plan ``pid`` (a frame's own, stamped when it was acquired) when it is new;
+        returns its id."""
+        if plan is None:  # a frame source that stamps no plan: the pipeline's current one
+            pid, plan = int(self.pipeline.plan_id), self.pipeline.plan
         if pid not in self._plans:
             self._plans[pid] = plan
             assert self.writer is not None
@@ -549,18 +564,25 @@ class Recorder:
             )
         return pid
 
-    def _note_normalization(self, first_index: int, *, first_only: bool = False) -> None:
-        """Journal the pipeline's normalisation when it changed.
+    def _note_normalization(
+        self, first_index: int, *, first_only: bool = False, used: tuple[int, Any] | None = None
+    ) -> None:
+        """Journal a normalisation when it changed.
 
-        The planes thread calls it with the index of each processed frame (a refit applies
-        from the frame it was fitted on); the raw thread only records the first one (so a
-        recording whose planes were all lapped still has it), hence ``first_only``.
+        The planes thread hands in the one each processed frame was refocused with
+        (``used``: channel, normalisation; a refit applies from the frame it was fitted on);
+        the raw thread only records the pipeline's first one (so a recording whose planes
+        were all lapped still has it), hence ``first_only``.
         """
-        p = self.pipeline
-        norms = getattr(p, "normalizations", None)  # per channel
-        if norms is None:
-            norm = getattr(p, "normalization", None)
-            norms = {} if norm is None else {0: norm}
+        norms: Any
+        if used is not None and used[1] is not None:
+            norms = {int(used[0]): used[1]}
+        else:
+            p = self.pipeline
+            norms = getattr(p, "normalizations", None)  # per channel
+            if norms is None:
+                norm = getattr(p, "normalization", None)
+                norms = {} if norm is None else {0: norm}
         with self._norm_lock:
             for c, norm in sorted(norms.items()):
                 prev = self._norm_objs.get(c)
@@ -573,14 +595,8 @@ class Recorder:
                 )
 
     def _plan_object(self, plan_id: int) -> Any:
-        """The plan object of ``plan_id`` (None when it was replaced before we saw it)."""
-        plan = self._plans.get(plan_id)
-        if plan is None:
-            p = self.pipeline
-            cur = p.plan
-            if int(p.plan_id) == plan_id:
-                plan = self._plans.setdefault(plan_id, cur)
-        return plan
+        """The plan object of ``plan_id`` (noted from the raw frames, which carry it)."""
+        return self._plans.get(plan_id)
 
     def _journal_timeline(self, force: bool = False) -> None:
         """Journal the dynamic plans' per-frame DPMs (:class:`PlanTimeline`), at most about
@@ -642,7 +658,7 @@ class Recorder:
                 if self.max_frames is not None and t >= self.max_frames:
                     self._after_limit += 1
                     continue
-                pid = self._note_plan(first_index=f.index)
+                pid = self._note_plan(f.plan_id, f.plan, first_index=f.index)
                 self._note_normalization(first_index=f.index, first_only=True)
                 md = f.metadata
                 exposure = _as_float(md.get("live_deepz.exposure_ms", md.get("Exposure-ms")))
@@ -718,7 +734,7 @@ class Recorder:
                         first_index=pf.index,
                         offsets_um=np.asarray(pf.offsets_um),
                     )
-                self._note_normalization(first_index=pf.index)
+                self._note_normalization(first_index=pf.index, used=(pf.channel, pf.normalization))
                 writer.write_planes(
                     t,
                     pf.planes,
@@ -754,7 +770,10 @@ class Recorder:
         do_complete = self.complete_on_stop if complete is None else complete
         after = "completed after stop" if do_complete else "left for `live-deepz complete`"
         p = self.pipeline
-        if getattr(p, "state", "idle") in ("running", "stopping"):
+        if not self.stops_pipeline:  # attached to a running pipeline: detach, keep it running
+            for sub in (self._raw_sub, self._planes_sub):
+                sub.end_here()
+        elif getattr(p, "state", "idle") in ("running", "stopping"):
             try:
                 p.stop()
             except Exception as exc:  # the camera is gone: record what we have
@@ -778,10 +797,14 @@ class Recorder:
             path=str(writer.paths.base), format=writer.format, completes_after_stop=do_complete
         )
         if stats is not None:
+            base = self._stats_at_start  # attached to a running pipeline: count from there
             s.frames_acquired = int(stats.frames_in)
-            s.dropped_by_camera = int(stats.dropped_camera)
-            s.skipped_by_engine = int(stats.dropped_engine)
-            s.discarded_at_stop = int(stats.discarded_at_stop)
+            span = self._raw_sub.span()
+            if base is not None and span is not None:  # the frames between attach and detach
+                s.frames_acquired = span[1] - span[0]
+            s.dropped_by_camera = int(stats.dropped_camera) - (base.dropped_camera if base else 0)
+            s.skipped_by_engine = int(stats.dropped_engine) - (base.dropped_engine if base else 0)
+            s.discarded_at_stop = int(stats.discarded_at_stop) if self.stops_pipeline else 0
         s.frames_recorded = writer.n_frames
         s.processed_live = self._planes_live
         if self.channels is not None:

@@ -383,6 +383,11 @@ class FrameMeta:
     """The core's metadata of the frame."""
     channel: int = 0
     """Position of the frame's channel in the pipeline's channel list (0: one channel)."""
+    plan_id: int = 0
+    """The plan in force when the frame was popped from the camera (it is refocused, and
+    completed after a recording, with this plan)."""
+    plan: Any = None
+    """That plan object (``PlanePlan``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +404,8 @@ class PlaneMeta:
     """Increments with every ``set_plan``; 0 for the plan given at construction."""
     plan: Mapping[str, Any]
     """``plan.describe()`` of the plan used (read-only)."""
+    normalization: Any = None
+    """The ``Normalization`` the frame was refocused with."""
 
 
 class FrameRing(SlotRing[FrameMeta]):

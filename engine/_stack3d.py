@@ -84,4 +84,4 @@ def infer_stack(
             )
             out[sl] += pred * w
             wsum[sl] += w
-    return out / np.maximum(wsum, 1e-12)
+    return (out / np.maximum(wsum, np.float32(1e-12))).astype(np.float32)

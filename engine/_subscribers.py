@@ -66,6 +66,10 @@ class RawFrame:
     """Frame indices this subscriber missed just before this frame (overwritten unread)."""
     channel: int = 0
     """Position of the frame's channel in the pipeline's channel list (0: one channel)."""
+    plan_id: int = 0
+    """The plan in force when the frame was popped from the camera."""
+    plan: Any = None
+    """That plan object (``PlanePlan``)."""
 
 
 @dataclass(slots=True)
@@ -93,6 +97,8 @@ class PlaneFrame:
     unread). Frames the engine skipped are not "missed": they never had planes."""
     channel: int = 0
     """Position of the frame's channel in the pipeline's channel list (0: one channel)."""
+    normalization: Any = None
+    """The ``Normalization`` the frame was refocused with."""
 
     @property
     def latency_ms(self) -> float:
@@ -148,6 +154,7 @@ class _Reader(Generic[Frame]):
                 plan=meta.plan,
                 missed_before=missed,
                 channel=f.channel,
+                normalization=meta.normalization,
             )
         assert isinstance(meta, FrameMeta)
         return RawFrame(
@@ -160,6 +167,8 @@ class _Reader(Generic[Frame]):
             metadata=meta.metadata,
             missed_before=missed,
             channel=meta.channel,
+            plan_id=meta.plan_id,
+            plan=meta.plan,
         )
 
 
@@ -237,6 +246,8 @@ class StreamSubscriber:
         self.delivered = 0
         self.written = 0
         self._ended = False
+        self._end_seq: int | None = None
+        self._start_seq: int | None = None
         self.closed = False
 
     # -- wiring (pipeline side)
@@ -244,11 +255,33 @@ class StreamSubscriber:
         with self._cond:
             self._ring = ring
             self._cursor = start_seq
+            self._start_seq = start_seq
             self._cond.notify_all()
 
     @property
     def attached(self) -> bool:
         return self._ring is not None
+
+    def _stop_waiting(self) -> bool:
+        return self.closed or (self._end_seq is not None and self._cursor >= self._end_seq)
+
+    def span(self) -> tuple[int, int] | None:
+        """``(first, end)`` ring sequence numbers of a subscription ended by
+        :meth:`end_here` (None otherwise)."""
+        if self._end_seq is None or self._start_seq is None:
+            return None
+        return self._start_seq, self._end_seq
+
+    def end_here(self) -> None:
+        """End after the frames the ring has published so far (a recorder detaching from a
+        pipeline that keeps running): they are still delivered, later ones are not."""
+        ring = self._ring
+        if ring is None:
+            self.close()
+            return
+        with ring.cond:
+            self._end_seq = ring.next_seq
+            ring.cond.notify_all()
 
     @property
     def ended(self) -> bool:
@@ -273,7 +306,10 @@ class StreamSubscriber:
         if ring is None or self.closed:
             return None
         while True:
-            status, seq = ring.wait_readable(self._cursor, remaining(), lambda: self.closed)
+            if self._end_seq is not None and self._cursor >= self._end_seq:
+                self._ended = True
+                return None
+            status, seq = ring.wait_readable(self._cursor, remaining(), self._stop_waiting)
             if status == "lapped":
                 self._record_missed(ring, range(self._cursor, seq))
                 self._cursor = seq
@@ -284,6 +320,9 @@ class StreamSubscriber:
                     raise PipelineError(ring.error)
                 return None
             if status == "timeout" or self.closed:
+                return None
+            if self._end_seq is not None and seq >= self._end_seq:
+                self._ended = True
                 return None
             missed = tuple(self._pending)
             frame = self._reader.read(ring, seq, copy, missed)

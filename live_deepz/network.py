@@ -189,7 +189,8 @@ class DeepZGenerator(nn.Module):
         _init_weights(self)
         if config.residual:  # start as the identity: the net learns the change of focus
             nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+            if self.head.bias is not None:
+                nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]

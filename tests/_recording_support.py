@@ -10,7 +10,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from live_deepz.engine.testing import FakeBackend, SlowBackend
+
+__all__ = [
+    "SHAPE",
+    "FakeBackend",
+    "SlowBackend",
+    "kill_9_after",
+    "make_tiny_model",
+    "recorder_child_script",
+    "sim_core",
+    "wait_for",
+]
 
 SHAPE = (64, 64)
 
@@ -27,48 +38,6 @@ def make_tiny_model(folder: Path, name: str = "tiny", seed: int = 0) -> Path:
     gen = DeepZGenerator(DeepZConfig(width=0.125))
     card = ModelCard.for_generator(name, gen, Optics(), (-10.0, 10.0))
     return save_model(folder / name, gen, card)
-
-
-class SlowBackend:
-    """Wraps a backend; sleeps ``delay`` s per ``infer`` while ``slow`` is True."""
-
-    def __init__(self, inner: Any, delay: float = 0.05) -> None:
-        self.inner = inner
-        self.delay = delay
-        self.slow = True
-        self.calls = 0
-        self.name = getattr(inner, "name", "slow")
-        self.precision = getattr(inner, "precision", "fp32")
-        self.device = getattr(inner, "device", "cpu")
-
-    def prepare(self, height: int, width: int, n_planes: int) -> None:
-        self.inner.prepare(height, width, n_planes)
-
-    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
-        self.calls += 1
-        if self.slow:
-            time.sleep(self.delay)
-        self.inner.infer(image, dpms_net, out)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": "slow", "inner": getattr(self.inner, "describe", dict)()}
-
-
-class FakeBackend:
-    """``out[k] = image + dpms_net[k]``: exact, fast, deterministic (no torch)."""
-
-    name = "fake"
-    precision = "fp32"
-    device = "cpu"
-
-    def prepare(self, height: int, width: int, n_planes: int) -> None:
-        pass
-
-    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
-        np.add(image[None], dpms_net, out=out)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": "fake"}
 
 
 def sim_core(exposure_ms: float = 10.0, shape: tuple[int, int] = SHAPE) -> Any:

@@ -332,3 +332,41 @@ def test_worm_truth_is_where_the_simulator_shows_the_neurons() -> None:
     assert truth["neurons"]["cluster"] == [
         c if a else -1 for c, a in zip(sample.objects["cluster"], sample.objects["active"])
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_record_sim_worm_writes_its_truth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _recording_support import make_tiny_model
+
+    torch.set_num_threads(1)
+    model = make_tiny_model(tmp_path, "tiny")
+    out = tmp_path / "worm.ome.tif"
+    args = ["record", "--sim", "--sim-sample", "worm", "--sim-size", "32", "--fps", "40"]
+    args += ["--channels", "nuclei,calcium", "--frames", "3", "--planes=-2:2:2", "--model"]
+    args += [str(model), "--backend", "torch", "--precision", "fp32", "--no-progress"]
+    assert main([*args, "-o", str(out)]) == 0, capsys.readouterr().err
+    truth = json.loads((tmp_path / "worm.truth.json").read_text())
+    from live_deepz.sim.samples import worm
+
+    sample = worm(0)
+    assert len(truth["neurons"]["centres_zyx_um"]) == sample.n_objects
+    t_s = np.array(truth["time_points"]["t_s"], dtype=float)
+    assert t_s.shape == (3, 2) and np.isfinite(t_s).all()
+    from live_deepz.recording import open_recording
+
+    with open_recording(out) as rec:  # scene time = the stream's origin + camera time
+        cam_s = np.asarray(rec.timestamps_ms, dtype=float) / 1000.0
+    assert t_s[0, 0] > 0  # the camera was made (scene clock 0) before the stream started
+    np.testing.assert_allclose(t_s - t_s[0, 0], cam_s - cam_s[0, 0], atol=1e-5)
+    assert (t_s[:, 1] > t_s[:, 0]).all()  # calcium is the second frame of each time point
+    dff = np.array(truth["time_points"]["dff"], dtype=float)
+    np.testing.assert_allclose(dff[2], sample.activity(t_s[2, 1]), atol=1e-4)  # rounding
+    assert np.array(truth["time_points"]["motion_zyx_um"], dtype=float).shape == (3, 3)

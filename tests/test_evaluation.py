@@ -222,6 +222,7 @@ def test_protocol_with_a_physics_oracle_passes_every_target(
         input_z_um=(0.0,),
         bead_offsets_um=(-2.0, 3.0),
         bead_half_range_um=3.0,
+        bead_search_um=4.0,
         input_norm=input_norm,
         progress=False,
     )
@@ -249,7 +250,14 @@ def test_protocol_with_a_physics_oracle_passes_every_target(
     assert summary["targets"]["a_bead_localisation"]["pass"] is True
     assert summary["targets"]["b_ssim_above_baseline"]["pass"] is True
     assert summary["targets"]["c_lateral_fwhm"]["pass"] is True
-    assert summary["all_pass"] is True
+    assert summary["targets"]["d_pearson_above_smoothed_input"]["pass"] is True
+    assert summary["targets"]["e_sign"]["right_sign_fraction"] == 1.0
+    assert summary["all_pass"] is True and summary["not_evaluated"] == []
+    bins = loc["per_defocus_bin"]
+    assert [b["abs_defocus_um"] for b in bins] == [[0, 3], [3, 6], [6, 10], [10, None]]
+    assert sum(b["n_beads"] for b in bins) == 2 * beads["n_isolated"]
+    snr = rep["samples"]["beads-flat"]["input_snr"]
+    assert snr["bead_photons_median"] > 0 and snr["in_focus_peak_snr_median"] > 10
     json.dumps(rep, allow_nan=False)
     paths = write_plots(rep, res.montages, tmp_path / "plots")
     assert {p.name for p in paths} == {
@@ -377,7 +385,7 @@ def test_eval_cli_end_to_end_on_a_tiny_model(
         for r in rows:
             for who in ("model", "baseline"):
                 assert set(r[who]) == {"ssim", "rmse", "mae", "mse", "pearson"}
-            assert set(r["noise_free"]) == {"model", "baseline"}
+            assert set(r["noise_free"]) == {"model", "baseline", "baseline_smoothed"}
         assert ("beads" in s) == (name == "beads")
     b = rep["samples"]["beads"]["beads"]
     for key in ("lateral_fwhm_um", "axial_fwhm_um", "localisation", "per_bead"):
@@ -386,6 +394,8 @@ def test_eval_cli_end_to_end_on_a_tiny_model(
         "a_bead_localisation",
         "b_ssim_above_baseline",
         "c_lateral_fwhm",
+        "d_pearson_above_smoothed_input",
+        "e_sign",
     }
     # a random network does not refocus: target (b) fails, and the report says where
     assert rep["summary"]["targets"]["b_ssim_above_baseline"]["pass"] is False
@@ -434,3 +444,26 @@ def test_evaluate_refuses_out_of_range_dz(tmp_path: Path) -> None:
     model = load_model(make_tiny_model(tmp_path))
     with pytest.raises(DPMRangeError, match=r"within \[-10, \+10\]"):
         evaluate(model, EvalConfig(dz_um=(-12.0, 0.0), progress=False))
+
+
+def test_summary_never_says_all_pass_when_a_target_was_not_evaluated() -> None:
+    from live_deepz.analysis.evaluation._run import _summary
+    from live_deepz.commands.eval import summary_lines
+
+    # a worm-only evaluation whose one evaluated target passes: the bead targets are not
+    # evaluated, so the summary must not claim that all targets pass
+    row = {"dz_um": 2.0, "model": {"ssim": 0.9, "pearson": 0.9}}
+    row["baseline"] = {"ssim": 0.5, "pearson": 0.5}
+    row["baseline_smoothed"] = {"ssim": 0.6, "pearson": 0.6}
+    curves = {"0": {"per_dz": [row], "pearson_not_above_smoothed_dz_um": []}}
+    summary = _summary(
+        {"worm": {"curves": curves}}, EvalConfig(samples=("worm",), input_z_um=(0.0,))
+    )
+    assert summary["targets"]["b_ssim_above_baseline"]["pass"] is True
+    assert summary["targets"]["a_bead_localisation"]["pass"] is None
+    assert summary["all_pass"] is not True and summary["evaluated_pass"] is True
+    assert "a_bead_localisation" in summary["not_evaluated"]
+    report = {"model": {"name": "m", "path": "p", "z_range_um": [-10, 10]}, "samples": {}}
+    report["summary"] = summary
+    text = "\n".join(summary_lines(report))
+    assert "all targets: PASS" not in text and "not evaluated" in text

@@ -12,10 +12,10 @@ import pytest
 import tifffile
 import useq
 import zarr
-
 from _recording_support import FakeBackend, SlowBackend
+
 from live_deepz.dpm import StaticPlanePlan
-from live_deepz.engine import MDAProcessor
+from live_deepz.engine import MDAProcessor, Refocuser
 from live_deepz.errors import InputError
 from live_deepz.microscope import SIM_CAMERA, NoiseFrameSource, open_core
 from live_deepz.normalize import Normalization
@@ -166,36 +166,51 @@ def test_complete_mda_recording_later(core: Any, tmp_path: Path) -> None:
         core, slow, StaticPlanePlan([-1.0, 1.0]), dpm_scale_um=SCALE, output=out,
         ring_slots=2, complete_on_finish=False,
     )
-    s = run_mda(core, proc, sequence(2), out)
+    s = run_mda(core, proc, sequence(4, n_p=2), out)  # 16 frames, the ring holds 8
     assert s.incomplete > 0 and s.planes_completed == 0
     with open_recording(out) as rec:
         assert not rec.complete.all()
         assert np.isnan(np.asarray(rec.planes[:])[~rec.complete]).all()
-    report = complete_mda_recording(out, FakeBackend().infer, dpm_scale_um=SCALE)
+    report = complete_mda_recording(out, Refocuser.from_range(None, SCALE, FakeBackend()))
     assert report.completed == s.incomplete and report.complete
     with open_recording(tmp_path / "later.planes.zarr") as rec:
         assert rec.complete.all()
         check_all_planes(rec)
 
 
+class PlusBackend(FakeBackend):
+    """FakeBackend + a constant: tells which backend made a frame's planes."""
+
+    def __init__(self, extra: float) -> None:
+        self.extra = extra
+
+    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
+        super().infer(image, dpms_net, out)
+        out += self.extra
+
+
 def test_mda_per_channel_backends_and_per_position_plans(core: Any, tmp_path: Path) -> None:
     out = tmp_path / "pc.ome.zarr"
-    a, b = SlowBackend(FakeBackend(), 0), SlowBackend(FakeBackend(), 0)
-    a.slow = b.slow = False
     plans = {p: StaticPlanePlan([float(p), p + 1.0]) for p in range(2)}
     proc = MDAProcessor(
-        core, {"pattern": a, "bright pattern": b}, lambda p: plans[p], dpm_scale_um=SCALE,
-        output=out,
+        core, {"pattern": PlusBackend(0.0), "bright pattern": PlusBackend(100.0)},
+        lambda p: plans[p], dpm_scale_um=SCALE, output=out,
     )
     s = run_mda(core, proc, sequence(2, n_p=2), out)
-    assert s.incomplete == 0 and a.calls == 4 and b.calls == 4
+    assert s.incomplete == 0
     with open_recording(out) as rec:
         pl = np.asarray(rec.planes[:])
-        # position 1's planes are shifted by +1 µm = 0.1 network units against position 0's
         n = {(r["position"], r["channel"]): r for r in rec.metadata["normalizations"]}
         assert len(n) == 4  # one normalisation per (position, channel)
-        x = Normalization(n[(1, 0)]["background"], n[(1, 0)]["scale"]).apply(rec.raw[1, 0, 0])
-        np.testing.assert_allclose(pl[1, 0, 0, 0], x + 0.1, atol=1e-5)
+        assert [r["plan"]["offsets_um"] for r in rec.metadata["plans"]] == [[0, 1], [1, 2]]
+        for p in range(2):
+            for t in range(2):
+                for c in range(2):
+                    nr = n[(p, c)]
+                    x = Normalization(nr["background"], nr["scale"]).apply(rec.raw[p, t, c])
+                    for k in range(2):  # plane k of position p: (p + k) µm = (p + k) / 10
+                        want = x + (p + k) / SCALE + (100.0 if c == 1 else 0.0)
+                        np.testing.assert_allclose(pl[p, t, c, k], want, atol=1e-4)
 
 
 def test_sequence_axes_refused() -> None:

@@ -26,6 +26,7 @@ from live_deepz.engine import (
     RawFrame,
     StreamSubscriber,
 )
+from live_deepz.engine.testing import FakeBackend
 from live_deepz.errors import CameraError, DPMRangeError, InputError
 from live_deepz.microscope import SIM_CAMERA, NoiseFrameSource, open_core
 from live_deepz.normalize import Normalization
@@ -36,34 +37,6 @@ SHAPE = (64, 64)
 Z_RANGE = (-10.0, 10.0)
 SCALE = 10.0
 THREAD_EXC = "ignore::pytest.PytestUnhandledThreadExceptionWarning"
-
-
-class FakeBackend:
-    """``out[k] = image + dpms_net[k]``; ``delay`` s per frame; raises after ``fail_after``."""
-
-    name = "fake"
-    precision = "fp32"
-    device = "cpu"
-
-    def __init__(self, delay: float = 0.0, fail_after: int | None = None) -> None:
-        self.delay = delay
-        self.fail_after = fail_after
-        self.frames = 0
-        self.prepared: list[tuple[int, int, int]] = []
-
-    def prepare(self, height: int, width: int, n_planes: int) -> None:
-        self.prepared.append((height, width, n_planes))
-
-    def infer(self, image: np.ndarray, dpms_net: np.ndarray, out: np.ndarray) -> None:
-        if self.fail_after is not None and self.frames >= self.fail_after:
-            raise RuntimeError("GPU on fire")
-        np.add(image[None], dpms_net, out=out)
-        if self.delay:
-            time.sleep(self.delay)
-        self.frames += 1
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name}
 
 
 class FlakyCore:

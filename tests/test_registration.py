@@ -89,3 +89,14 @@ def test_cli_register(tmp_path) -> None:
     assert np.allclose(d["shift_zyx"], [1.0, -2.0, 0.0], atol=0.5)
     assert (tmp_path / "plots" / "registration_axial_profiles.png").stat().st_size > 1000
     assert main(["register", str(tmp_path / "wf.tif"), str(tmp_path / "nope.tif")]) == 1
+
+
+@pytest.mark.slow
+def test_simulated_widefield_confocal_pair() -> None:
+    """Both modalities of one simulated brain slice, confocal moved by a known shift."""
+    from live_deepz.sim.thick import ThickSampleParams, simulate_pair
+
+    p = simulate_pair(ThickSampleParams(size_px=64, n_planes=16), 7, (1.3, -2.2, 1.6))
+    truth = np.array(p["truth"]["align_shift_zyx"])
+    res = register(p["widefield"], p["confocal"], "psf")
+    assert np.all(np.abs(np.array(res.shift_zyx) - truth) <= 0.5), (res.shift_zyx, truth)

@@ -102,3 +102,29 @@ def test_cli_needs_labels(tmp_path) -> None:
         ["train", "--arch", "wfcon3d", "--data", str(tmp_path / "a.tif"), "-o", str(tmp_path / "m")]
     )
     assert rc == 1
+
+
+@pytest.mark.slow
+def test_gan_step_with_perceptual_term() -> None:
+    from live_deepz.training.wfcon import _gan_step
+    from live_deepz.wfcon3d import (
+        WFConConfig,
+        WFConDiscriminator,
+        WFConDiscriminatorConfig,
+        WFConGenerator,
+    )
+
+    torch.manual_seed(0)
+    g = WFConGenerator(WFConConfig(width=0.0625))
+    d = WFConDiscriminator(WFConDiscriminatorConfig(width=0.03125))
+    vgg = VGGFeatures(
+        {"features.0.weight": torch.randn(64, 3, 3, 3), "features.0.bias": torch.zeros(64)}
+    )
+    opt_g = torch.optim.Adam(g.parameters(), 1e-3)
+    opt_d = torch.optim.Adam(d.parameters(), 1e-4)
+    x, y = torch.rand(1, 1, 4, 32, 32), torch.rand(1, 1, 4, 32, 32)
+    before = [p.clone() for p in g.parameters()]
+    rec = _gan_step(g, d, opt_g, opt_d, x, y, CFG, vgg, __import__("contextlib").nullcontext)
+    assert {"loss_d", "loss_g_adv", "train_mae", "loss_vgg"} <= set(rec)
+    assert all(np.isfinite(v) for v in rec.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters(), strict=True))

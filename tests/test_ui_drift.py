@@ -14,8 +14,7 @@ from _ui_support import (  # noqa: F401  (close_windows: an autouse fixture)
     save_tiny_model,
 )
 
-from live_deepz.calibration import DriftCompensationPlan, DriftEstimator
-from live_deepz.commands.record import drift_every_n
+from live_deepz.calibration import DriftCompensationPlan, DriftEstimator, drift_every_n
 from live_deepz.dpm import StaticPlanePlan
 
 pytestmark = [pytest.mark.qt, pytest.mark.timeout(180)]

@@ -65,3 +65,20 @@ def test_panel_planes_edit_applies_to_next_run(panel: Any) -> None:
     panel.planes_edit.setText("nonsense")
     panel.planes_edit.editingFinished.emit()
     assert "planes" in panel.status.text()
+
+
+def test_main_window_docks_the_mda_panel(qtbot: Any, tmp_path: Path) -> None:
+    from _ui_support import open_window, save_tiny_model
+
+    win = open_window(qtbot, save_tiny_model(tmp_path), autostart=False)
+    panel = win.open_mda_panel()
+    assert panel is not None and "mda" in win.docks and win.open_mda_panel() is panel
+    assert "tiny" in panel.model_label.text() and panel.drift_box.isEnabled()
+    assert len(panel.grid.tiles) == 5  # the session's planes, -4:4:2
+    seq = useq.MDASequence(time_plan={"interval": 0.05, "loops": 3})
+    panel.run(seq, output=tmp_path / "win.ome.tiff")
+    qtbot.waitUntil(lambda: panel.frames_shown > 0, timeout=60000)
+    qtbot.waitUntil(lambda: not panel.processor.running, timeout=60000)
+    with open_recording(tmp_path / "win.ome.tiff") as rec:
+        assert rec.complete.all() and rec.planes.shape[:4] == (1, 3, 1, 5)
+        assert rec.metadata["metadata"]["model"]["name"] == "tiny"

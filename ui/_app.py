@@ -63,7 +63,7 @@ QPlainTextEdit#summary { font-family: monospace; font-size: 9pt; }
 def has_display() -> bool:
     """Whether a Qt window can be shown here (a display server, or a platform such as
     ``offscreen`` that needs none)."""
-    from live_deepz.commands.demo import display_available
+    from live_deepz.display import display_available
 
     return display_available()
 

@@ -176,6 +176,11 @@ class MainWindow(QMainWindow):
         )
         menu.addAction(self.calibrate_action)
         menu.addAction(self.drift_action)
+        acq = self.menuBar().addMenu("&Acquisition")
+        self.mda_action = QAction("Multi-dimensional acquisition (MDA)…", self)
+        self.mda_action.triggered.connect(lambda *_: self.open_mda_panel())
+        acq.addAction(self.mda_action)
+        self.mda_panel: Any = None
 
         # -- timers and the latency probe
         self.derived = DerivedWorker(self)
@@ -255,6 +260,8 @@ class MainWindow(QMainWindow):
         self._status_timer.stop()
         if self.wizard is not None:
             self.wizard.close()
+        if self.mda_panel is not None:
+            self.mda_panel.shutdown()
         self.probe.stop()
         self.derived.close()
         self.session.shutdown()
@@ -342,6 +349,33 @@ class MainWindow(QMainWindow):
         why = "the depth is fixed while recording" if recording else ""
         self.single.set_enabled_depth(not recording, why)
         self._sync_drift_action()
+
+    # ------------------------------------------------------------------ MDA
+    def open_mda_panel(self) -> Any:
+        """Dock the MDA panel (pymmcore-widgets' sequence editor + live Deep-Z planes)."""
+        if self.mda_panel is not None:
+            self.docks["mda"].show()
+            self.docks["mda"].raise_()
+            return self.mda_panel
+        s = self.session
+        if s.model is None or s.core is None:
+            self.messages.show_message(
+                "mda", "warning", "The MDA panel needs the microscope and a model."
+            )
+            return None
+        try:
+            from ._mda_widget import panel_for_session
+
+            self.mda_panel = panel_for_session(s, parent=self)
+        except ImportError as exc:
+            self.messages.show_message(
+                "mda", "error", f"The MDA panel needs pymmcore-widgets ({exc}): pip install "
+                "pymmcore-widgets"
+            )
+            return None
+        self._dock("mda", "Multi-dimensional acquisition", self.mda_panel,
+                   Qt.DockWidgetArea.RightDockWidgetArea)
+        return self.mda_panel
 
     # ------------------------------------------------------------------ calibration
     def open_calibration_wizard(self) -> CalibrationWizard | None:

@@ -340,3 +340,49 @@ class MDAPanel(QWidget):
     def shutdown(self) -> None:
         self._timer.stop()
         self.processor.detach()
+
+
+def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
+    """An :class:`MDAPanel` on a :class:`~live_deepz.ui.Session`'s microscope and model (a
+    second engine for the model, so the live pipeline's stays as it is; drift compensation
+    through the calibration package's estimator, one per position). A run is refused while
+    the session streams live (the camera is the MDA's then)."""
+    from live_deepz.calibration import DriftCompensationPlan, DriftEstimator, engine_refocus_fn
+    from live_deepz.engine import create_backend
+
+    model = session.model
+    cfg = getattr(session, "config", None)
+    backend_name = getattr(cfg, "backend", "") or "auto"
+    precision = getattr(cfg, "precision", "auto") or "auto"
+    device = getattr(cfg, "device", "auto") or "auto"
+    backend = create_backend(backend_name, model.generator, precision=precision, device=device)
+    z_range = tuple(float(v) for v in model.card.z_range_um)
+
+    def drift_plan(offsets: np.ndarray) -> Any:
+        fn = engine_refocus_fn(model, "torch", precision=precision, device=device, max_planes=3)
+        estimator = DriftEstimator(fn, z_range_um=z_range)
+        estimator.every_n = 1  # one frame per time point and position: estimate on each
+        return DriftCompensationPlan(estimator, offsets, asynchronous=False)
+
+    def before_run() -> bool:
+        if getattr(session, "state", "") in ("live", "starting"):
+            session.notice.emit(
+                "mda", "warning", "Stop the live stream first: the MDA needs the camera."
+            )
+            return False
+        return True
+
+    offsets = session.plan_offsets() if callable(getattr(session, "plan_offsets", None)) else None
+    spec = ",".join(f"{v:g}" for v in offsets) if offsets is not None and len(offsets) else "-4:4:2"
+    return MDAPanel(
+        session.core,
+        backend,
+        dpm_scale_um=float(model.card.dpm_scale_um),
+        z_range_um=(z_range[0], z_range[1]),
+        model_name=f"{model.card.name} ({model.weights_sha256[:12]}…)",
+        models=model,
+        planes=spec,
+        drift_plan=drift_plan,
+        before_run=before_run,
+        parent=parent,
+    )

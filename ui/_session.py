@@ -18,7 +18,7 @@ how that plan is built (:meth:`Session.current_plan`):
 - **drift compensation** (:meth:`Session.set_drift_compensation`): a
   :class:`~live_deepz.calibration.DriftCompensationPlan` (flat planes at the offsets, plus 0
   for the drift-corrected feed, around the tracked focus), built by
-  :func:`live_deepz.commands.record.drift_compensation_plan` — the estimator runs on a second
+  :func:`live_deepz.calibration.drift_compensation_plan` — the estimator runs on a second
   eager engine of the same model, every ``every_n``-th frame (>= 5 on the CPU). While it is
   on, the surface is not applied (the two are not combined yet); moving the focus by hand
   resets the tracking.
@@ -877,7 +877,7 @@ class Session(QObject):
         factory = self.drift_refocus_fn
 
         def build() -> Any:
-            from live_deepz.commands.record import drift_compensation_plan
+            from live_deepz.calibration import drift_compensation_plan
 
             return drift_compensation_plan(
                 model,
@@ -922,8 +922,7 @@ class Session(QObject):
 
     def _new_drift_plan(self, estimator: Any, offsets: np.ndarray, initial_um: float) -> Any:
         """The drift plan for new plane offsets, continuing from the current correction."""
-        from live_deepz.calibration import DriftCompensationPlan
-        from live_deepz.commands.record import drift_every_n
+        from live_deepz.calibration import DriftCompensationPlan, drift_every_n
 
         p = self.pipeline
         device = str(getattr(p.backend, "device", "cpu")) if p is not None else "cpu"
@@ -1019,7 +1018,7 @@ class Session(QObject):
         p = self.pipeline
         if p is None or self.recorder is not None or self.busy:
             return
-        from live_deepz.engine._recorder import Recorder
+        from live_deepz.engine import Recorder
 
         rec = Recorder(
             p,

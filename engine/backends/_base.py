@@ -65,6 +65,47 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (else ``platform``'s guess)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def compute_devices() -> list[dict[str, Any]]:
+    """The CPU (with its bf16 matrix extensions) and every CUDA device torch sees."""
+    import os
+
+    devices: list[dict[str, Any]] = [
+        {
+            "device": "cpu",
+            "name": cpu_name(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "bf16_matrix": sorted(cpu_flags() & {"amx_bf16", "avx512_bf16", "amx_tile"}),
+        }
+    ]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            devices.append(
+                {
+                    "device": f"cuda:{i}",
+                    "name": p.name,
+                    "memory_gib": round(p.total_memory / 2**30, 1),
+                    "capability": f"{p.major}.{p.minor}",
+                }
+            )
+    return devices
+
+
 def cpu_bf16_matrix() -> str | None:
     """The CPU's bf16 matrix instructions (``"amx_bf16"``, ``"avx512_bf16"``) or None.
 

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_progress and rec.channels:
             print(
                 f"activity: {n_t} time points x {n_c} channels x {n_z} planes of {h}x{w} "
-                f"(~{max(1, round(n_t * n_z * h * w * 2e-8))} s on one CPU core)",
+                f"(~{max(1, round(n_t * n_z * h * w * 5e-7))} s on one CPU core)",
                 file=sys.stderr,
             )
         res = analyse_recording(

@@ -90,7 +90,7 @@ def _progress(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine._bench import (  # type: ignore[import-not-found]
+    from ..engine import (  # type: ignore[import-not-found]
         BenchConfig,
         format_summary,
         run_bench,

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             args.backend, m.generator, precision=args.precision, device=args.device
         )
         if args.tile:
-            from ..engine._tiling import TiledBackend  # type: ignore[import-not-found]
+            from ..engine import TiledBackend  # type: ignore[import-not-found]
 
             backend = TiledBackend(backend, tile=args.tile)
         made[id(m)] = backend

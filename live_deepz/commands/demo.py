@@ -27,6 +27,8 @@ __all__ = [
     "run",
 ]
 
+from ..display import display_available
+
 NO_DISPLAY = 2
 
 
@@ -83,20 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="simulated sample seed")
     add_app_arguments(parser)
-
-
-_NEEDS_SERVER = ("", "xcb", "wayland", "wayland-egl")
-"""Qt platforms that need a display server (an X11 DISPLAY or a Wayland socket)."""
-
-
-def display_available() -> bool:
-    """Whether a Qt window can open here (without importing Qt)."""
-    if sys.platform in ("win32", "darwin"):
-        return True
-    platform = os.environ.get("QT_QPA_PLATFORM", "").strip().split(":")[0].lower()
-    if platform not in _NEEDS_SERVER:
-        return True  # offscreen, vnc, eglfs, linuxfb, ...: no display server needed
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def check_screenshot_path(path: str) -> None:

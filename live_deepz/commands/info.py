@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import platform
 from typing import Any
 
@@ -48,54 +47,11 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def compute_devices() -> list[dict[str, Any]]:
-    """The CPU (with its bf16 matrix extensions) and every CUDA device torch sees."""
-    import torch
+    """The CPU and CUDA devices (``live_deepz.engine.backends.compute_devices``)."""
+    from ..engine.backends import compute_devices as devices  # type: ignore[import-not-found]
 
-    flags = _cpu_flags()
-    devices: list[dict[str, Any]] = [
-        {
-            "device": "cpu",
-            "name": _cpu_name(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "bf16_matrix": sorted(flags & {"amx_bf16", "avx512_bf16", "amx_tile"}),
-        }
-    ]
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            devices.append(
-                {
-                    "device": f"cuda:{i}",
-                    "name": p.name,
-                    "memory_gib": round(p.total_memory / 2**30, 1),
-                    "capability": f"{p.major}.{p.minor}",
-                }
-            )
-    return devices
+    return devices()  # type: ignore[no-any-return]
 
 
 def _backends() -> dict[str, str]:

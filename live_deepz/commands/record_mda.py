@@ -220,7 +220,7 @@ def run_mda_record(args: argparse.Namespace, open_core: Any, drift_plan: Any) ->
 def run_mda_complete(args: argparse.Namespace, models_for: Any) -> int:
     """``live-deepz complete`` of an MDA recording (``models_for(header, args)``: the
     complete command's model choice, checked against the recorded weights)."""
-    from ..engine import create_backend  # type: ignore[import-not-found]
+    from ..engine import Refocuser, create_backend  # type: ignore[import-not-found]
     from ..recording import complete_mda_recording, open_mda_recording
 
     with open_mda_recording(args.recording) as rec:
@@ -239,13 +239,10 @@ def run_mda_complete(args: argparse.Namespace, models_for: Any) -> int:
             made[id(m)] = backend
     report = complete_mda_recording(
         args.recording,
-        [made[id(m)].infer for m in models],
-        dpm_scale_um=float(models[0].card.dpm_scale_um),
-        z_range_um=(
-            max(float(m.card.z_range_um[0]) for m in models),
-            min(float(m.card.z_range_um[1]) for m in models),
-        ),
-        allow_out_of_range=args.allow_out_of_range,
+        [
+            Refocuser(m, made[id(m)], allow_out_of_range=args.allow_out_of_range)
+            for m in models
+        ],
         progress=not args.no_progress,
     )
     with open_mda_recording(args.recording) as rec:

@@ -176,7 +176,7 @@ def load_surface_file(
         return _quadratic(d["coefficients"], shape, px), src
     if fit in ("smooth", "cylinder"):
         try:
-            from ..calibration._fit import SurfaceFit  # type: ignore[import-not-found]
+            from ..calibration import SurfaceFit  # type: ignore[import-not-found]
         except ImportError:
             raise InputError(
                 f"surface file {p} holds a {fit!r} fit, which needs live_deepz.calibration"
@@ -249,7 +249,7 @@ def build_plan(
                 raise InputError(
                     f"DPM file {p} holds {squeezed.shape[0]} planes already; drop --planes"
                 )
-            from ..engine._offline import ArrayPlan  # type: ignore[import-not-found]
+            from ..engine import ArrayPlan  # type: ignore[import-not-found]
 
             plan = ArrayPlan(squeezed, source=str(p))
             plan.dpms_for_frame(0, 0.0, shape)  # size check
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         return run_stack(args)
     if not args.input:
         raise InputError("give an image / video to refocus (or --stack STACK for a 3D model)")
-    from ..engine._offline import read_input, refocus_file  # type: ignore[import-not-found]
+    from ..engine import read_input, refocus_file  # type: ignore[import-not-found]
 
     models = load_models(args.model)
     source = read_input(args.input, input_plane=args.input_plane)

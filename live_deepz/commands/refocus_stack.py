@@ -44,7 +44,7 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_stack(args: argparse.Namespace) -> int:
-    from ..engine._stack3d import DEFAULT_TILE, infer_stack  # type: ignore[import-not-found]
+    from ..engine import DEFAULT_TILE, infer_stack  # type: ignore[import-not-found]
     from ..io import read_stack, write_ome_tiff
     from ..modelfile import load_model, resolve_model
     from ..stack3d import interpolate_planes, unit_normalize

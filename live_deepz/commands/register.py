@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
 
 
@@ -37,13 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", default=None, help="folder for the axial-profile figure")
 
 
-def _read(path: str) -> object:
+def _read(path: str) -> np.ndarray:
     from ..io import read_stack
 
     st = read_stack(path, z_step_um=1.0)  # the step is not needed: shifts are in planes
     if st.data.ndim != 3:
         raise InputError(f"{path}: a single-channel (Z, Y, X) stack is needed, got {st.axes}")
-    return st.data
+    return np.asarray(st.data)
 
 
 def run(args: argparse.Namespace) -> int:

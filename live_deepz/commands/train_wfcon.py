@@ -4,7 +4,8 @@ Example (CPU-sized)::
 
     live-deepz train --arch wfcon3d --data wf1.ome.tif wf2.ome.tif \\
         --labels conf1.ome.tif conf2.ome.tif -o models/wfcon --width 0.125 \\
-        --patch 64 --patch-z 12 --pretrain-steps 300
+        --patch 64 --patch-z 12 --steps 1200            # L1 only (CPU)
+    ... --steps 1500 --pretrain-steps 1200 --vgg-weights vgg19.safetensors  # + 300 GAN
 
 Each confocal stack is registered to its wide-field stack (``--registration psf``, the
 paper's PSF-based method) before training. See :mod:`live_deepz.training.wfcon`.
@@ -61,14 +62,27 @@ def run_wfcon(args: argparse.Namespace) -> int:
 
         shutil.rmtree(out / "checkpoint")
     patch = getattr(args, "patch", None) or 64
+    # --steps is the TOTAL (as for Deep-Z): the first --pretrain-steps are L1-only, the
+    # rest GAN iterations; without --steps, L1 only (300 steps, or --pretrain-steps)
+    if args.steps is None:
+        pre = 300 if args.pretrain_steps is None else int(args.pretrain_steps)
+        gan = 0
+    else:
+        pre = int(args.steps) if args.pretrain_steps is None else int(args.pretrain_steps)
+        if pre > args.steps:
+            raise InputError(
+                f"--pretrain-steps {pre} is more than --steps {args.steps}: --steps is the "
+                "TOTAL (L1 pre-training + GAN iterations)"
+            )
+        gan = int(args.steps) - pre
     amp = getattr(args, "amp", "auto")
     device = getattr(args, "device", "auto")
     cfg = WFConTrainConfig(
         width=args.width or 0.125,
         patch=(int(args.patch_z), int(patch), int(patch)),
         batch=args.batch if args.batch not in (None, 20) else 2,
-        pretrain_steps=300 if args.pretrain_steps is None else int(args.pretrain_steps),
-        gan_steps=int(args.steps or 0),
+        pretrain_steps=pre,
+        gan_steps=gan,
         lr_g=args.lr_g if args.lr_g not in (None, 1e-4) else 1e-3,
         lr_d=args.lr_d if args.lr_d not in (None, 3e-5) else 1e-4,
         l1_weight=float(args.lambda_l1),

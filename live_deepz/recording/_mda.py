@@ -34,11 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ..dpm import check_range, to_network_units
 from ..errors import InputError, LiveDeepzError
 from ..normalize import Normalization, fit_normalization
 from ._common import RecordingError
-from ._complete import CompletionReport, plan_from_record
+from ._complete import CompletionReport, RefocusLike, plan_from_record
 from ._journal import Journal, read_journal
 
 __all__ = [
@@ -59,7 +58,6 @@ MDA_AXES = ("p", "t", "c", "z", "y", "x")
 """Axes of the planes array: position, time point, channel, virtual plane, y, x."""
 PLANES_SUFFIX = ".planes.zarr"
 _RAW_SUFFIXES = {".ome.zarr": "zarr", ".zarr": "zarr", ".ome.tiff": "tiff", ".ome.tif": "tiff"}
-InferFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 Key = tuple[int, int, int]
 
 
@@ -719,11 +717,8 @@ def _position_plan(st: _State, position: int, shape: tuple[int, int], px: float 
 
 def complete_mda_recording(
     path: str | os.PathLike[str],
-    infer: InferFn | Sequence[InferFn],
+    refocus: RefocusLike | Sequence[RefocusLike],
     *,
-    dpm_scale_um: float | None = None,
-    z_range_um: tuple[float, float] | None = None,
-    allow_out_of_range: bool = False,
     progress: bool = False,
     plans: Mapping[int, Any] | None = None,
     summary: Mapping[str, Any] | None = None,
@@ -732,7 +727,9 @@ def complete_mda_recording(
     """Compute the virtual planes of every acquired frame that has none, from its raw frame
     (pymmcore-plus' files), its position/channel normalisation and its position's plan.
 
-    ``infer``: one ``infer(image, dpms_net, out)`` per channel, or one for all. ``plans``:
+    ``refocus``: one refocuser (``refocus(image, dpms_um, out=...)``, a
+    ``live_deepz.engine.Refocuser``: its card's range and DPM scale apply) per channel, or
+    one for all. ``plans``:
     position -> plan to use instead of rebuilding it from the journal (the live processor
     passes its own). ``keys``: only these frames. Closes the recording (journal ``end``)
     when done, also on an error.
@@ -744,17 +741,13 @@ def complete_mda_recording(
     n_p, n_t, n_c = writer.sizes
     shape = writer.frame_shape
     k = writer.offsets_um.size
-    meta = header.get("metadata") or {}
-    card = (meta.get("model") or {}).get("card") or {}
-    scale = float(dpm_scale_um or card.get("dpm_scale_um") or 10.0)
-    zr = z_range_um or (tuple(card["z_range_um"]) if card.get("z_range_um") else None)
-    infers = list(infer) if isinstance(infer, Sequence) else [infer]
-    if len(infers) == 1 and n_c > 1:
-        infers = infers * n_c
+    refocusers = list(refocus) if isinstance(refocus, Sequence) else [refocus]
+    if len(refocusers) == 1 and n_c > 1:
+        refocusers = refocusers * n_c
     reader = _RawReader(writer.paths, header, st)
     try:
-        if len(infers) != n_c:
-            raise RecordingError(f"{len(infers)} inference functions for {n_c} channels")
+        if len(refocusers) != n_c:
+            raise RecordingError(f"{len(refocusers)} refocusers for {n_c} channels")
         acquired = [key for key in sorted(st.frames) if key not in st.missing]
         want = set(keys) if keys is not None else None
         todo = [key for key in acquired if key not in st.planes and (want is None or key in want)]
@@ -767,7 +760,6 @@ def complete_mda_recording(
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="completing virtual planes", unit="frame")
-        checked: set[int] = set()
         for key in todo:
             p, t, c = key
             raw = reader.read(key)
@@ -792,10 +784,7 @@ def complete_mda_recording(
             if dpms.shape[0] != k:
                 report.skipped.append(p * n_t * n_c + t * n_c + c)
                 continue
-            if zr is not None and p not in checked:
-                check_range(dpms, zr, allow=allow_out_of_range, what=f"the plan of position {p}")
-                checked.add(p)
-            infers[c](x, to_network_units(dpms, scale), out)
+            refocusers[c].refocus(x, dpms, out=out, what=f"the plan of position {p}")
             corr = getattr(plan, "correction_um", None)
             writer.write_planes(
                 key, out, source="completed", correction_um=corr(t) if callable(corr) else None

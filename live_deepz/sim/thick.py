@@ -92,6 +92,8 @@ class ThickSampleParams:
     """Peak in-focus photons of a neurite in a wide-field frame (at the surface)."""
     confocal_photons: float = 150.0
     """The same for a confocal frame (spinning-disk confocals collect less light)."""
+    tissue_um: float | None = None
+    """Tissue thickness, centred in the stack; None: the tissue fills the stack (thick)."""
 
     def __post_init__(self) -> None:
         if not 16 <= self.size_px <= 2048:
@@ -103,7 +105,14 @@ class ThickSampleParams:
 
     @property
     def thickness_um(self) -> float:
+        """Axial extent of the stack (the tissue may be thinner: ``tissue_um``)."""
         return self.n_planes * self.z_step_um
+
+    @property
+    def tissue_range_um(self) -> tuple[float, float]:
+        t = self.thickness_um if self.tissue_um is None else min(self.tissue_um, self.thickness_um)
+        top = (self.thickness_um - t) / 2
+        return top, top + t
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,7 +147,7 @@ def brain_slice_volume(params: ThickSampleParams, seed: int) -> ThickSample:
     dz = params.z_step_um / SUBLAYERS
     nz = params.n_planes * SUBLAYERS
     field = s * px
-    depth = (np.arange(nz) + 0.5) * dz
+    depth = ((np.arange(nz) + 0.5) * dz).astype(np.float64)
     vol = np.zeros((nz, s, s), dtype=np.float64)
 
     # neurites: smooth random curves, splatted with trilinear weights, then given a radius
@@ -185,6 +194,8 @@ def brain_slice_volume(params: ThickSampleParams, seed: int) -> ThickSample:
         somata.append([float(v) for v in c])
     texture = 1.0 + 0.3 * _smooth_noise(rng, vol.shape, 2.0)
     vol = vol * np.clip(texture, 0.2, None) + params.autofluorescence
+    top, bottom = params.tissue_range_um
+    vol[(depth < top) | (depth > bottom)] = 0.0  # mounting medium outside a thin tissue
     return ThickSample(vol.astype(np.float32), depth, params, seed, n_neurites, somata)
 
 

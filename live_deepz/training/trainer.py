@@ -662,7 +662,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         g = build_network(cfg.generator_architecture).to(dev)
         if cfg.channels_last:
-            g = g.to(memory_format=torch.channels_last)
+            g = g.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         d = Discriminator(DiscriminatorConfig(width=cfg.disc_width or cfg.width)).to(dev)
         self.generator, self.discriminator = g, d  # the latest (not the best) networks
         opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g)

@@ -270,8 +270,10 @@ def _batch(
 # ---------------------------------------------------------------------------------------
 # The perceptual loss (VGG-19 features from a user-given safetensors file)
 
-_VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M")
-_VGG19 += (512, 512, 512, 512)
+_VGG19: tuple[int | str, ...] = (
+    *(64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M"),
+    *(512, 512, 512, 512, "M", 512, 512, 512, 512),
+)
 
 
 class VGGFeatures(nn.Module):
@@ -319,7 +321,8 @@ class VGGFeatures(nn.Module):
         """``(N, 1, Z, Y, X)`` → features of every z-plane as an RGB image."""
         n, _, z, h, w = stack.shape
         planes = stack.permute(0, 2, 1, 3, 4).reshape(n * z, 1, h, w).expand(-1, 3, -1, -1)
-        return self.features((planes - self.mean) / self.std)
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        return self.features((planes - mean) / std)
 
 
 def load_vgg(path: str | os.PathLike[str]) -> VGGFeatures:
@@ -340,7 +343,7 @@ def load_vgg(path: str | os.PathLike[str]) -> VGGFeatures:
 # The loop
 
 
-def _validate(g: nn.Module, val: list[torch.Tensor], autocast: Any) -> float:
+def _validate(g: nn.Module, val: list[tuple[torch.Tensor, torch.Tensor]], autocast: Any) -> float:
     g.eval()
     errs = []
     with torch.no_grad(), autocast():

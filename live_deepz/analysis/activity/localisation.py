@@ -66,7 +66,7 @@ class Detections:
         return len(self.peak)
 
 
-def ellipsoid_footprint(radius_vox: Sequence[float]) -> NDArray[np.bool_]:
+def ellipsoid_footprint(radius_vox: Sequence[float] | NDArray[np.floating]) -> NDArray[np.bool_]:
     """Boolean ellipsoid with the given (possibly fractional) radius per axis."""
     r = [max(float(v), 0.5) for v in radius_vox]
     grids = np.meshgrid(*[np.arange(-int(v), int(v) + 1) for v in r], indexing="ij")
@@ -93,7 +93,7 @@ def _refine(
 
 def localise(
     image: NDArray[np.floating],
-    spacing_um: Sequence[float],
+    spacing_um: Sequence[float] | NDArray[np.floating],
     params: LocaliseParams | None = None,
 ) -> Detections:
     """Find the neurons of a 2D image or 3D stack (see the module docstring)."""

@@ -114,7 +114,9 @@ def _affinity(res: ActivityResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cl = res.clusters
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw={"width_ratios": [1.2, 1]})
+    fig, (a1, a2) = plt.subplots(
+        1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1.2, 1]}, layout="constrained"
+    )
     if cl is None or len(cl.labels) == 0:
         a1.text(0.5, 0.5, "no active neurons to cluster", ha="center", va="center")
         a2.axis("off")

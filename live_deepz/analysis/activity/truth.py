@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["recording_truth", "truth_path", "write_recording_truth", "write_sim_truth"]
 
@@ -50,7 +51,7 @@ def recording_truth(
     scene: Any,
     t_s: np.ndarray,
     *,
-    stage_z_um: Sequence[float] | float = 0.0,
+    stage_z_um: Sequence[float] | NDArray[np.floating] | float = 0.0,
     stage_xy_um: Sequence[float] = (0.0, 0.0),
     pixel_size_um: float | None = None,
     nuclei_column: int = 0,
@@ -103,7 +104,7 @@ def recording_truth(
             "cluster": cluster.tolist(),
         },
         "time_points": {
-            "t_s": [_list(row) for row in t],
+            "t_s": [_list(row, 6) for row in t],
             "dff": [_list(row) for row in dff],
             "motion_zyx_um": [_list(row) for row in motion],
         },
