@@ -369,12 +369,17 @@ class MainWindow(QMainWindow):
             self.mda_panel = panel_for_session(s, parent=self)
         except ImportError as exc:
             self.messages.show_message(
-                "mda", "error", f"The MDA panel needs pymmcore-widgets ({exc}): pip install "
-                "pymmcore-widgets"
+                "mda",
+                "error",
+                f"The MDA panel needs pymmcore-widgets ({exc}): pip install pymmcore-widgets",
             )
             return None
-        self._dock("mda", "Multi-dimensional acquisition", self.mda_panel,
-                   Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock(
+            "mda",
+            "Multi-dimensional acquisition",
+            self.mda_panel,
+            Qt.DockWidgetArea.RightDockWidgetArea,
+        )
         return self.mda_panel
 
     # ------------------------------------------------------------------ calibration
