@@ -13,6 +13,7 @@ planes written beside pymmcore-plus' own raw files.
 
 from ._bench import BenchConfig, format_summary, result_filename, run_bench
 from ._ceiling import measure_matmul_ceiling
+from ._live_session import LiveSession, recorder_ring_slots
 from ._mda import MDAPlanes, MDAProcessor, MDASummary
 from ._offline import ArrayPlan, RefocusInput, RefocusSummary, read_input, refocus_file
 from ._onnx import export_onnx
@@ -27,6 +28,15 @@ from ._recorder import (
 )
 from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, PlaneMeta, PlaneRing, RingClosed, SlotRing
+from ._session_models import (
+    NA_TOLERANCE,
+    PIXEL_TOLERANCE,
+    STANDIN_NAME,
+    optics_mismatch,
+    pick_model,
+    scope_na,
+    standin_model,
+)
 from ._stack3d import DEFAULT_OVERLAP, DEFAULT_TILE, infer_stack
 from ._stats import STAGES, PipelineStats, SubscriberStats
 from ._subscribers import (
@@ -55,7 +65,10 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
+    "NA_TOLERANCE",
+    "PIXEL_TOLERANCE",
     "STAGES",
+    "STANDIN_NAME",
     "ArrayPlan",
     "Backend",
     "BackendUnavailableError",
@@ -67,6 +80,7 @@ __all__ = [
     "FrameRing",
     "LatestSubscriber",
     "LivePipeline",
+    "LiveSession",
     "MDAPlanes",
     "MDAProcessor",
     "MDASummary",
@@ -95,11 +109,16 @@ __all__ = [
     "infer_tiled",
     "measure_matmul_ceiling",
     "model_metadata",
+    "optics_mismatch",
+    "pick_model",
     "pinned_host_array",
     "read_input",
     "recorder_metadata",
+    "recorder_ring_slots",
     "refocus_file",
     "relative_error",
     "result_filename",
     "run_bench",
+    "scope_na",
+    "standin_model",
 ]

@@ -101,6 +101,9 @@ _POLL_S = 0.05
 _POP_FAIL_LIMIT = 500
 """Consecutive failed pops (while the core reports waiting images) that count as a failure."""
 _THREAD_PREFIX = "live-deepz-"
+_PLANS_KEPT = 16
+"""Plans kept by id for the frames still in the rings (a frame whose plan was dropped, after
+many quick changes, is refocused with the current plan)."""
 
 
 class _BackendLike(Protocol):
@@ -513,6 +516,8 @@ class LivePipeline:
             shape = run.shape if run is not None else self._camera_shape()
             self._check_plan(ps, shape, run)
             self._plan_states[ps.plan_id] = ps
+            for old_id in sorted(self._plan_states)[:-_PLANS_KEPT]:  # (a plan caches arrays)
+                del self._plan_states[old_id]
             self._plan_state = ps
             return ps.plan_id
 
@@ -929,7 +934,7 @@ class LivePipeline:
         frames.release(seq)
         t1 = time.perf_counter()
 
-        ps = self._plan_states.get(meta.plan_id) or self._plan_state  # the frame's own plan
+        ps = self._plan_states.get(meta.plan_id, self._plan_state)  # the frame's own plan
         dpm_net = self._dpms(run, ps, meta, x)
         t2 = time.perf_counter()
 

@@ -186,8 +186,8 @@ def recorder_metadata(
     else:
         meta["model"] = {
             "card": {
-                "dpm_scale_um": getattr(pipeline, "_dpm_scale_um", None),
-                "z_range_um": list(getattr(pipeline, "_z_range_um", ()) or ()) or None,
+                "dpm_scale_um": getattr(pipeline, "dpm_scale_um", None),
+                "z_range_um": list(getattr(pipeline, "z_range_um", ()) or ()) or None,
             }
         }
     backend = getattr(pipeline, "backend", None)

@@ -128,3 +128,18 @@ def test_a_recorder_attaches_to_a_running_pipeline_and_detaches_without_a_restar
         assert nums[0] > seen[0] and nums == list(range(nums[0], nums[0] + len(nums)))
         assert r.complete.all()
         assert r.raw.shape[1:] == SHAPE
+
+
+def test_the_pipeline_keeps_recent_plans_by_id_only() -> None:
+    pl = LivePipeline(
+        sim_core(),
+        FakeBackend(),
+        StaticPlanePlan(PLAN_A),
+        z_range_um=(-10.0, 10.0),
+        dpm_scale_um=10.0,
+    )
+    plans = [StaticPlanePlan([float(i % 5)]) for i in range(40)]
+    ids = [pl.set_plan(p) for p in plans]
+    assert ids == list(range(1, 41))
+    assert pl.plan_of(40) is plans[-1] and pl.plan_of(30) is plans[29]
+    assert pl.plan_of(0) is None and pl.plan_of(10) is None  # old ones are let go

@@ -100,6 +100,9 @@ def test_record_button_writes_a_readable_recording(
     panel.name.setText("run1")
     panel.complete.setChecked(False)  # keep the test short: no completion after stop
     qtbot.waitUntil(lambda: panel.button.isEnabled(), timeout=10_000)
+    pipeline = win.session.pipeline
+    qtbot.waitUntil(lambda: pipeline.stats().frames_in >= 3, timeout=30_000)
+    n_before = pipeline.stats().frames_in  # the live run's frames so far
     panel.button.click()
     qtbot.waitUntil(lambda: win.session.recorder is not None, timeout=5_000)
     qtbot.waitUntil(
@@ -112,15 +115,21 @@ def test_record_button_writes_a_readable_recording(
     summary = blocker.args[0]
     assert summary.error is None and summary.frames_recorded >= 10
     assert "frames written" in panel.summary.toPlainText()
+    # the recording attached to the running stream: no camera restart, counting went on
+    assert win.session.pipeline is pipeline and pipeline.state == "running"
+    assert pipeline.stats().frames_in >= n_before + summary.frames_recorded
     rec = open_recording(tmp_path / "run1.ome.tif")
     try:
         assert rec.n_frames == summary.frames_recorded
+        assert int(rec.frame_indices[0]) >= n_before  # pipeline indices continue
+        numbers = [int(v) for v in rec.frame_numbers]
+        assert numbers[0] >= n_before and numbers == list(range(numbers[0], numbers[-1] + 1))
         assert rec.raw is not None and rec.raw[0].shape == (SIZE, SIZE)
         assert rec.planes.shape[1:] == (5, SIZE, SIZE)
         assert rec.complete.sum() == summary.processed_live
     finally:
         rec.close()
-    qtbot.waitUntil(lambda: win.session.state == "running", timeout=30_000)  # live again
+    qtbot.waitUntil(lambda: win.session.state == "running", timeout=30_000)  # still live
 
 
 @pytest.mark.filterwarnings(THREAD_EXC)

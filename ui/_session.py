@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +39,8 @@ import numpy as np
 from qtpy.QtCore import QCoreApplication, QObject, Signal
 
 from live_deepz.dpm import StaticPlanePlan, check_range, parse_planes
+from live_deepz.engine import optics_mismatch, pick_model, scope_na, standin_model
 from live_deepz.errors import CameraError, DPMRangeError, InputError, LiveDeepzError, clause
-from live_deepz.optics import Optics
 
 from ._tasks import TaskRunner
 
@@ -57,11 +56,6 @@ __all__ = [
 logger = logging.getLogger("live_deepz.ui")
 
 DEFAULT_PLANES = "-10:10:2"
-STANDIN_NAME = "untrained-stand-in"
-PIXEL_TOLERANCE = 0.05
-"""Relative pixel-size difference (5 %) above which the model is flagged as mismatched."""
-NA_TOLERANCE = 0.05
-"""Absolute NA difference above which the model is flagged as mismatched."""
 
 
 @dataclass
@@ -105,98 +99,6 @@ class SessionConfig:
 
 
 # --------------------------------------------------------------------------- models
-
-
-def standin_model(seed: int = 0) -> Any:
-    """A small *untrained* generator with a card for the simulator's optics (demo only)."""
-    import torch
-
-    from live_deepz.modelfile import LoadedModel, ModelCard
-    from live_deepz.network import DeepZConfig, DeepZGenerator
-
-    torch.manual_seed(seed)
-    gen = DeepZGenerator(DeepZConfig(width=0.125)).eval()
-    card = ModelCard.for_generator(
-        STANDIN_NAME,
-        gen,
-        Optics(),
-        (-10.0, 10.0),
-        description="randomly initialised network, NOT trained: its planes are not refocused",
-    )
-    return LoadedModel(card=card, generator=gen, weights_sha256="", path=Path(""))
-
-
-def pick_model(
-    spec: str | None, remembered: str = "", allow_standin: bool = True
-) -> tuple[Any, bool]:
-    """``(LoadedModel, is_standin)`` for ``spec`` or, without one, the best model available.
-
-    Order without ``spec``: the remembered model (if it still loads), the bundled default,
-    the first installed model, and finally the untrained stand-in (if allowed).
-    """
-    from live_deepz.errors import ModelFileError
-    from live_deepz.modelfile import available_models, load_model, resolve_model
-
-    if spec:
-        return load_model(resolve_model(spec)), False
-    candidates: list[Any] = []
-    if remembered:
-        candidates.append(remembered)
-    candidates.append(None)  # the bundled default
-    candidates.extend(available_models())
-    for cand in candidates:
-        try:
-            return load_model(resolve_model(cand)), False
-        except ModelFileError as exc:
-            logger.info("model %s not usable: %s", cand or "default", exc)
-    if not allow_standin:
-        raise ModelFileError(
-            "no trained model is installed: pass --model with a model folder (written by "
-            "`live-deepz train`) or put model folders in a folder named by $LIVE_DEEPZ_MODELS"
-        )
-    return standin_model(), True
-
-
-def optics_mismatch(card: Any, pixel_size_um: float | None, na: float | None) -> list[str]:
-    """Plain-words problems between a model card and the microscope (empty: they agree)."""
-    problems = []
-    px_card = float(card.optics.get("pixel_size_um", math.nan))
-    if pixel_size_um is None or not pixel_size_um > 0:
-        problems.append(
-            "the microscope reports no pixel size, so the model's pixel size "
-            f"({px_card:.3g} µm) cannot be checked; calibrate the pixel size in Micro-Manager"
-        )
-    elif abs(pixel_size_um - px_card) > PIXEL_TOLERANCE * px_card:
-        problems.append(
-            f"the model was trained for a pixel size of {px_card:.3g} µm but the microscope's "
-            f"is {pixel_size_um:.3g} µm"
-        )
-    na_card = float(card.optics.get("na", math.nan))
-    if na is not None and math.isfinite(na) and abs(na - na_card) > NA_TOLERANCE:
-        problems.append(
-            f"the model was trained for an objective NA of {na_card:.3g} but the microscope's "
-            f"objective has NA {na:.3g}"
-        )
-    return problems
-
-
-_NA_RE = re.compile(r"(?:NA\s*=?\s*|/\s*)(\d?\.\d+)", re.IGNORECASE)
-
-
-def scope_na(core: Any, is_sim: bool) -> float | None:
-    """The objective NA: the simulator's, or read from an objective's label ("20x/0.75")."""
-    if is_sim:
-        return float(Optics().na)
-    with contextlib.suppress(Exception):
-        from pymmcore_plus import DeviceType
-
-        for dev in core.getLoadedDevicesOfType(DeviceType.StateDevice):
-            if "obj" not in dev.lower() and "nosepiece" not in dev.lower():
-                continue
-            m = _NA_RE.search(str(core.getStateLabel(dev)))
-            if m:
-                return float(m.group(1))
-    return None
 
 
 # --------------------------------------------------------------------------- core events
@@ -333,6 +235,8 @@ class Session(QObject):
         self.planes_spec = DEFAULT_PLANES
         self.depth_um = 0.0
         self.recorder: Any = None
+        self.live: Any = None
+        """The engine's :class:`~live_deepz.engine.LiveSession` (pipeline, recorder)."""
         self.last_summary: Any = None
         self._state = "idle"
         self._reported_error: tuple[int, str] | None = None
@@ -434,7 +338,7 @@ class Session(QObject):
         """Backend (prepared for the camera's frame) + pipeline for the current plan, clipped
         to the model's range; runs on a worker thread. Returns ``(backend, pipeline, grid,
         depth)`` for the UI thread to adopt."""
-        from live_deepz.engine import LivePipeline, create_backend
+        from live_deepz.engine import LiveSession, create_backend
 
         lo, hi = (float(v) for v in model.card.z_range_um)
         grid = self.grid_offsets[(self.grid_offsets >= lo) & (self.grid_offsets <= hi)]
@@ -447,16 +351,16 @@ class Session(QObject):
         )
         h, w = int(core.getImageHeight()), int(core.getImageWidth())
         backend.prepare(h, w, int(offsets.size))
-        pipeline = LivePipeline(
+        live = LiveSession(  # the engine's session (record drives one too)
             core,
+            model,
             backend,
             StaticPlanePlan(offsets),
-            z_range_um=model.card.z_range_um,
-            dpm_scale_um=model.card.dpm_scale_um,
             mode="live",
             max_planes=int(grid.size) + 2,  # + the depth plane + 0 (drift-corrected feed)
+            reserve_recorder_rings=True,  # a recording attaches without a camera restart
         )
-        return backend, pipeline, grid, depth
+        return backend, live, grid, depth
 
     def _on_built(self, built: _Built) -> None:
         if self._closed:  # the window was closed while loading: release what was built
@@ -496,10 +400,12 @@ class Session(QObject):
             self.planes_spec = ",".join(f"{v:g}" for v in grid)
         self.depth_um = depth
 
-    def _install(self, model: Any, standin: bool, pipeline: Any) -> None:
+    def _install(self, model: Any, standin: bool, live: Any) -> None:
         old = self.pipeline
         self.model, self.model_is_standin = model, standin
-        self.pipeline = pipeline
+        self.live = live
+        live.recordingFailed.connect(self._forward_recorder_failed)  # a recorder thread
+        pipeline = self.pipeline = live.pipeline
         self.planes_sub = pipeline.subscribe_latest("planes")
         self.raw_sub = pipeline.subscribe_latest("raw")
         self._reported_error = None
@@ -569,11 +475,11 @@ class Session(QObject):
     # ------------------------------------------------------------------ live
     def start_live(self) -> bool:
         """Start the camera stream and the engine; False (and a notice) if it failed."""
-        p = self.pipeline
-        if p is None or self.busy or p.state in ("running", "stopping"):
+        p, live = self.pipeline, self.live
+        if p is None or live is None or self.busy or p.state in ("running", "stopping"):
             return False
         try:
-            p.start()
+            live.start()
         except LiveDeepzError as exc:
             self.notice.emit("live", "error", f"Live could not start: {_plain(exc)}")
             self._emit_state()
@@ -594,11 +500,14 @@ class Session(QObject):
         if p is None or p.state not in ("running", "error"):
             return
         if self.recorder is not None:
-            self.stop_recording()
+            self.stop_recording(stop_stream=True)
             return
-        timeout = self.stop_timeout_s()
+        timeout, live = self.stop_timeout_s(), self.live
         self.tasks.submit(
-            "Stopping live", lambda: p.stop(timeout), lambda _: self._emit_state(), self._task_error
+            "Stopping live",
+            lambda: live.stop(timeout),
+            lambda _: self._emit_state(),
+            self._task_error,
         )
         self._emit_state()
 
@@ -713,7 +622,7 @@ class Session(QObject):
             return ""
         plan = self.current_plan()
         try:
-            p.set_plan(plan)
+            self.live.set_plan(plan)  # from the next camera frame on (frames carry it)
         except DPMRangeError as exc:
             return _plain(exc)
         except InputError as exc:
@@ -1014,37 +923,35 @@ class Session(QObject):
     def start_recording(
         self, path: str | Path, fmt: str = "tiff", complete_on_stop: bool = True
     ) -> None:
-        """Record raw frames + planes to ``path``: restarts the stream with the recorder."""
-        p = self.pipeline
-        if p is None or self.recorder is not None or self.busy:
+        """Record raw frames + planes to ``path``. While live the recorder attaches to the
+        running stream (no camera restart: frame numbers continue); else the stream starts
+        with it."""
+        p, live = self.pipeline, self.live
+        if p is None or live is None or self.recorder is not None or self.busy:
             return
-        from live_deepz.engine import Recorder
-
-        rec = Recorder(
-            p,
+        rec = live.recorder_for(
             path,
             format=fmt,
             model=None if self.model_is_standin else self.model,
             metadata={"app": "live-deepz ui", "untrained_standin": self.model_is_standin},
             complete_on_stop=complete_on_stop,
             progress=False,
-            on_error=lambda err: self._recorderFailed.emit(str(err)),
         )
-
         timeout = self.stop_timeout_s()
 
         def work() -> None:
-            if p.state in ("running", "stopping", "error"):
+            if p.state in ("stopping", "error"):
                 p.stop(timeout)
-            rec.start()  # subscribes before the run starts: every frame from the first
-            try:
-                p.start()
-            except BaseException:
-                rec.stop(complete=False)
-                raise
+            live.start_recording(rec)  # attaches while running: the camera keeps streaming
+            if p.state != "running":  # not live: the stream starts with the recorder
+                try:
+                    p.start()
+                except BaseException:
+                    live.stop_recording(complete=False)
+                    raise
+                self._run_counter += 1
 
         def done(_: Any) -> None:
-            self._run_counter += 1
             self.notice.emit("recording", "info", "")
             self.notice.emit("live", "error", "")
             self._emit_state()
@@ -1059,13 +966,18 @@ class Session(QObject):
         self.recordingChanged.emit(True)
         self.tasks.submit(f"Starting the recording {Path(path).name}", work, done, failed)
 
-    def stop_recording(self, complete: bool | None = None, restart_live: bool = True) -> None:
-        """Stop the recording (and the stream), finish the files, compute skipped planes."""
-        rec = self.recorder
-        if rec is None or self._rec_stopping:
+    def stop_recording(
+        self, complete: bool | None = None, restart_live: bool = True, stop_stream: bool = False
+    ) -> None:
+        """Finish the recording, compute skipped planes. A recorder that attached to the
+        running stream detaches (live goes on) unless ``stop_stream``."""
+        rec, live = self.recorder, self.live
+        if rec is None or live is None or self._rec_stopping:
             return
         self._rec_stopping = True
-        was_live = self.pipeline is not None and self.pipeline.state == "running"
+        p = self.pipeline
+        was_live = p is not None and p.state == "running"
+        stops_stream = stop_stream or rec.stops_pipeline
 
         def done(summary: Any) -> None:
             self.recorder = None
@@ -1076,8 +988,8 @@ class Session(QObject):
             if summary.error:
                 self.notice.emit("recording", "error", f"Recording stopped: {summary.error}")
             self._emit_state()
-            if was_live and restart_live and not summary.error:
-                self.start_live()
+            if was_live and restart_live and not stop_stream and not summary.error:
+                self.start_live()  # (a no-op when the stream kept running)
 
         def failed(exc: BaseException) -> None:
             self.recorder = None
@@ -1090,14 +1002,16 @@ class Session(QObject):
             " (computing the planes the engine skipped)" if complete is not False else ""
         )
         timeout = self.stop_timeout_s()
-        p = self.pipeline
 
         def work() -> Any:
-            if p is not None and p.state in ("running", "stopping"):
+            if stops_stream and p is not None and p.state in ("running", "stopping"):
                 p.stop(timeout)  # the engine may need seconds to finish its frame
-            return rec.stop(complete=complete)
+            return live.stop_recording(complete=complete)
 
         self.tasks.submit(what, work, done, failed)
+
+    def _forward_recorder_failed(self, message: str) -> None:
+        self._recorderFailed.emit(message)  # queued to the UI thread
 
     def _on_recorder_failed(self, message: str) -> None:
         self.notice.emit("recording", "error", f"Recording stopped: {message}")

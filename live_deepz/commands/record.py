@@ -283,11 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.seconds is not None and not args.seconds > 0:
         raise InputError(f"--seconds must be > 0, got {args.seconds}")
 
-    from ..engine import (  # type: ignore[import-not-found]
-        LivePipeline,
-        Recorder,
-        model_metadata,
-    )
+    from ..engine import LiveSession, model_metadata  # type: ignore[import-not-found]
     from ..engine.backends import create_backend  # type: ignore[import-not-found]
 
     models = load_models(",".join(args.model) if args.model else None)
@@ -311,10 +307,6 @@ def _run(args: argparse.Namespace) -> int:
             + ", ".join(f"{m.card.name}: {m.card.dpm_scale_um:g} µm" for m in models)
             + "); use models trained with the same DPM scale"
         )
-    z_range = (
-        max(float(m.card.z_range_um[0]) for m in models),
-        min(float(m.card.z_range_um[1]) for m in models),
-    )  # the range every channel's model was trained for
     core = _open_core(args)
     camera_channels = None if names is None else _camera_channels(core, args, names)
     shape = (int(core.getImageHeight()), int(core.getImageWidth()))
@@ -347,16 +339,16 @@ def _run(args: argparse.Namespace) -> int:
                 refocus_fn=_drift_refocus_fn(model),
                 every_n=args.drift_every_n,
             )
-        pipeline = LivePipeline(
+        live = LiveSession(  # the app drives the same session object
             core,
+            models,
             backends,
             plan,
-            z_range_um=z_range,
-            dpm_scale_um=model.card.dpm_scale_um,
             mode="live",
             allow_out_of_range=args.allow_out_of_range,
             channels=camera_channels,
         )
+        pipeline = live.pipeline
     for w in caught:
         print(f"live-deepz record: warning: {w.message}", file=sys.stderr)
 
@@ -364,8 +356,8 @@ def _run(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {"command": "live-deepz record " + " ".join(sys.argv[2:])}
     if names is not None:
         extra["models"] = [model_metadata(m) for m in models]  # per channel
-    recorder = Recorder(
-        pipeline,
+    live.recordingFailed.connect(lambda _msg: stop_now.set())
+    recorder = live.start_recording(  # before start(): from the run's first frame
         args.output,
         format=args.format,
         model=model,
@@ -374,7 +366,6 @@ def _run(args: argparse.Namespace) -> int:
         complete_on_stop=not args.no_complete,
         progress=not args.no_progress,
         metadata=extra,
-        on_error=lambda err: stop_now.set(),
         channel_names=names,
         units=args.units,
         before_completion=None
@@ -383,13 +374,12 @@ def _run(args: argparse.Namespace) -> int:
             n, est, args.output, len(getattr(plan, "offsets_um", ()))
         ),
     )
-    recorder.start()
     interrupted = False
     t0 = time.perf_counter()
     try:
         if not args.no_progress:
             print(record_progress_line(0, None), end="", file=sys.stderr, flush=True)
-        pipeline.start()
+        live.start()
         last_print = t0
         while not stop_now.is_set():
             now = time.perf_counter()
@@ -416,7 +406,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"live-deepz record: warning: stopping: {exc}", file=sys.stderr)
             plan.close()
         try:
-            summary = recorder.stop()
+            summary = live.stop_recording()
+            assert summary is not None
         except KeyboardInterrupt:  # a second Ctrl-C: the files are consistent anyway
             print(
                 f"live-deepz record: stopped before the planes were completed; run "
@@ -429,7 +420,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.sim and summary.frames_recorded:  # the simulated worm's truth: NAME.truth.json
         from ..analysis.activity import write_sim_truth
 
-        write_sim_truth(core, args.output)
+        try:
+            write_sim_truth(core, args.output)
+        except Exception as exc:  # the recording itself is complete
+            print(f"live-deepz record: warning: no truth file: {exc}", file=sys.stderr)
     if interrupted:
         print("  (stopped by Ctrl-C)")
     if summary.error:
