@@ -503,7 +503,7 @@ class MDAProcessor:
                 if writer is not None:
                     writer.missing(key, msg)
 
-        made: dict[int, PlanePlan] = {}  # position 0's plan, made first for the offsets
+        made: dict[int, PlanePlan | None] = {}  # position 0's plan, made first for the offsets
 
         def plan_of(p: int) -> PlanePlan:
             if p not in plans:
