@@ -102,17 +102,19 @@ def verify(out: Path, n_expected: int) -> dict[str, Any]:
         raw = np.asarray(rec.raw)
         planes = np.asarray(rec.planes[:])
         return {
-            "raw_frames_in_files": int((raw.reshape(-1, *raw.shape[-2:]).max(axis=(1, 2)) > 0).sum()),
+            "raw_frames_in_files": int(
+                (raw.reshape(-1, *raw.shape[-2:]).max(axis=(1, 2)) > 0).sum()
+            ),
             "frames_acquired": int(rec.acquired.sum()),
             "frames_with_planes": int(rec.complete.sum()),
-            "frames_with_finite_planes": int(
-                np.isfinite(planes).all(axis=(-3, -2, -1)).sum()
-            ),
+            "frames_with_finite_planes": int(np.isfinite(planes).all(axis=(-3, -2, -1)).sum()),
             "expected": n_expected,
         }
 
 
-def ab(core: Any, seq: Any, out: Path, planes: str, repeats: int, n: int, name: str) -> dict[str, Any]:
+def ab(
+    core: Any, seq: Any, out: Path, planes: str, repeats: int, n: int, name: str
+) -> dict[str, Any]:
     """MDA wall time without / with live-deepz, alternating, ``repeats`` pairs."""
     plain: list[float] = []
     attached: list[float] = []
@@ -178,11 +180,16 @@ def main() -> None:
     out = tmp / "run.ome.zarr"
     n = 3 * 2 * args.loops
     n_i = 3 * 2 * args.interval_loops
+    estimate = (
+        2 * args.repeats * n * 0.025
+        + 2 * args.interval_repeats * args.interval_loops * args.interval_s
+        + n * args.slow_ms / 1000
+    )
     print(
         f"3 positions x 2 channels, {args.size}² px, {args.exposure_ms:g} ms exposure, planes "
         f"{args.planes}: burst {args.loops} time points (interval 0) x {args.repeats} A/B, "
         f"time-lapse {args.interval_loops} x {args.interval_s:g} s x {args.interval_repeats} "
-        f"A/B (estimate ~{2 * args.repeats * n * 0.025 + 2 * args.interval_repeats * args.interval_loops * args.interval_s + n * args.slow_ms / 1000:.0f} s)"
+        f"A/B (estimate ~{estimate:.0f} s)"
     )
     burst = make_sequence(args.loops)
     run_once(core, burst, out, None, args.planes)  # warm up: scene, writers, imports

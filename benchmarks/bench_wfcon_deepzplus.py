@@ -108,12 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     train_min = (time.perf_counter() - t0) / 60
     card = json.loads((model / "card.json").read_text())
     seeds = res["held_out_samples"] and [s["seed"] for s in res["held_out_samples"]]
+    from live_deepz.analysis.evaluation import pearson
+    from live_deepz.engine._stack3d import infer_stack
+    from live_deepz.modelfile import load_model
+
+    wfcon = load_model(args.work / "wfcon-bench")
     rows = []
+    corr: dict[str, list] = {"input": [], "wfcon": [], "deepz_plus": []}
     for s in seeds:
         p = _pair(params, s)
         conf = unit_normalize(p["confocal"])
+        wf = unit_normalize(p["widefield"])
         pred = unit_normalize(deepzplus_stack(model, p["widefield"], params.z_step_um))
         rows.append(per_depth(pred, conf))
+        # Pearson r per depth: blind to offset and scale, so it cannot flatter by them
+        for key, st in (
+            ("input", wf),
+            ("wfcon", infer_stack(wfcon.generator, wf)),
+            ("deepz_plus", pred),
+        ):
+            corr[key].append([pearson(a, b) for a, b in zip(st, conf, strict=True)])
         _log(
             f"Deep-Z+ held-out seed {s}: SSIM {np.mean(rows[-1]['ssim']):.3f} "
             f"RMSE {np.mean(rows[-1]['rmse']):.4f}"
@@ -131,7 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         "rmse_per_depth": np.round(r, 4).tolist(),
         "ssim_per_depth": np.round(q, 4).tolist(),
     }
+    res["pearson_per_depth"] = {
+        k: {"mean": float(np.mean(v)), "per_depth": np.round(np.mean(v, axis=0), 4).tolist()}
+        for k, v in corr.items()
+    }
     args.json.write_text(json.dumps(res, indent=1, default=float))
+    _log(
+        "Pearson r vs confocal truth: "
+        + ", ".join(f"{k} {v['mean']:.3f}" for k, v in res["pearson_per_depth"].items())
+    )
     _log(f"Deep-Z+: RMSE {np.mean(r):.4f} SSIM {np.mean(q):.3f} (trained {train_min:.1f} min)")
     return 0
 

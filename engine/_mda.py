@@ -38,6 +38,7 @@ processor watches for that message, journals the event as missing and cancels th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -115,11 +116,13 @@ class MDASummary:
     def lines(self) -> list[str]:
         med = float(np.median(self.infer_ms)) if self.infer_ms else math.nan
         out = [
-            f"MDA recording: raw {self.raw_path or '(not saved)'}, planes {self.planes_path or '(not saved)'}",
+            f"MDA recording: raw {self.raw_path or '(not saved)'}, "
+            f"planes {self.planes_path or '(not saved)'}",
             f"  events             {self.frames_expected}",
             f"  frames acquired    {self.frames_acquired}",
             f"  refocused live     {self.planes_live} (median {med:.1f} ms per frame)",
-            f"  skipped live       {self.planes_skipped_live} (engine slower than the acquisition)",
+            f"  not refocused live {self.planes_skipped_live} (the acquisition did not pause, "
+            "or the engine is slower)",
             f"  completed after    {self.planes_completed} in {self.completion_s:.1f} s",
             f"  without planes     {self.incomplete}",
         ]
@@ -292,10 +295,8 @@ class MDAProcessor:
             (ev.sequenceCanceled, self._on_canceled),
             (ev.sequenceFinished, self._on_sequence_finished),
         ):
-            try:
+            with contextlib.suppress(Exception):  # already gone (core closed)
                 sig.disconnect(fn)
-            except Exception:  # already gone (core closed)
-                pass
         logging.getLogger("pymmcore-plus").removeHandler(self._watch)
         self._attached = False
 
@@ -350,6 +351,11 @@ class MDAProcessor:
         w = int(info[0].get("width") or self.core.getImageWidth())
         dtype = np.dtype(info[0].get("dtype") or f"uint{8 * self.core.getBytesPerPixel()}")
         try:
+            if type(sequence).__name__ == "GeneratorMDASequence":
+                raise InputError(
+                    "an MDA run from an iterable of events has no known shape (positions, time "
+                    "points, channels): run a useq.MDASequence to have its frames refocused"
+                )
             run = _Run(sequence, (h, w), dtype, self.ring_slots)
         except InputError as exc:  # a sequence we cannot place: say so, leave the MDA alone
             logging.getLogger("live-deepz").error("live-deepz MDA processor: %s", exc)
@@ -427,7 +433,7 @@ class MDAProcessor:
                     camera_frame=-1,
                     camera_time_ms=float(m.get("runner_time_ms") or math.nan),
                     arrival_s=time.perf_counter(),
-                    stage_z_um=float(pos.get("z") if pos.get("z") is not None else math.nan),
+                    stage_z_um=math.nan if (z := pos.get("z")) is None else float(z),
                     metadata={},
                     channel=key[2],
                 ),
@@ -502,7 +508,10 @@ class MDAProcessor:
                 pl = plans[p] = self._plan_for(p)
                 if writer is not None:
                     writer.set_plan(
-                        p, dict(pl.describe()), pl.offsets_um, getattr(pl, "surface_um", None)
+                        p,
+                        dict(pl.describe()),
+                        [float(v) for v in np.ravel(pl.offsets_um)],
+                        getattr(pl, "surface_um", None),
                     )
             return plans[p]
 
@@ -514,7 +523,7 @@ class MDAProcessor:
                     self.output,
                     sequence=run.sequence,
                     frame_shape=run.shape,
-                    offsets_um=offsets,
+                    offsets_um=[float(v) for v in offsets],
                     raw_dtype=run.ring.dtype,
                     pixel_size_um=_pixel_size(self.core),
                     channel_names=names or None,
@@ -607,7 +616,9 @@ class MDAProcessor:
                 journal_arrivals()  # the frame's own line before its planes
                 if writer is not None:
                     writer.write_planes(
-                        key, out, source="live",
+                        key,
+                        out,
+                        source="live",
                         correction_um=float(corr()) if callable(corr) else None,
                     )
                 done_live.add(key)
@@ -629,7 +640,11 @@ class MDAProcessor:
                         )
                         for c in range(run.sizes[2])
                     ],
-                    plans={p: pl for p, pl in plans.items() if not callable(getattr(pl, "update", None))},
+                    plans={
+                        p: pl
+                        for p, pl in plans.items()
+                        if not callable(getattr(pl, "update", None))
+                    },
                     summary={**s.to_dict(), "phase": "completed"},
                 )
                 s.planes_completed = report.completed
@@ -643,10 +658,8 @@ class MDAProcessor:
             logging.getLogger("live-deepz").exception("live-deepz MDA processor failed")
         finally:
             run.ring.close()
-            try:
+            with contextlib.suppress(LiveDeepzError):
                 journal_arrivals()
-            except LiveDeepzError:
-                pass
             if writer is not None:
                 try:
                     writer.close({"phase": "acquired", **s.to_dict()})
@@ -656,7 +669,9 @@ class MDAProcessor:
                 self._last = run
             run.done.set()
 
-    def _publish(self, key: Key, planes: np.ndarray, slot_raw: np.ndarray, offsets: np.ndarray) -> None:
+    def _publish(
+        self, key: Key, planes: np.ndarray, slot_raw: np.ndarray, offsets: np.ndarray
+    ) -> None:
         self._n_refocused += 1
         item = MDAPlanes(
             key=key,

@@ -762,8 +762,7 @@ class SimCamera(CameraDevice):
         snap = not in_thread and n == 1  # snapImage (e.g. each event of an MDA)
         if snap and fail_after and self._snaps >= fail_after:
             err = CameraError(
-                f"SimCamera fault injected after {self._snaps} snaps "
-                f"(FailAfterFrames={fail_after})"
+                f"SimCamera fault injected after {self._snaps} snaps (FailAfterFrames={fail_after})"
             )
             self.last_error = err
             self._emit_prop("LastError", err)

@@ -84,7 +84,7 @@ class WFConConfig:
             "type": ARCHITECTURE_TYPE,
             "width": self.width,
             "z_pools": self.z_pools,
-            "global_residual": self.global_residual,
+            "residual": self.global_residual,
         }
 
     @classmethod
@@ -92,7 +92,7 @@ class WFConConfig:
         return cls(
             width=float(arch["width"]),
             z_pools=int(arch.get("z_pools", 2)),
-            global_residual=bool(arch.get("global_residual", True)),
+            global_residual=bool(arch.get("residual", arch.get("global_residual", True))),
         )
 
 
@@ -209,8 +209,9 @@ def _validate(arch: dict[str, Any]) -> tuple[str, str] | None:
     zp = arch.get("z_pools", 2)
     if isinstance(zp, bool) or not isinstance(zp, int) or not 0 <= zp <= LEVELS:
         return "z_pools", f"must be an integer within 0..{LEVELS}, got {zp!r}"
-    if not isinstance(arch.get("global_residual", True), bool):
-        return "global_residual", f"must be true or false, got {arch['global_residual']!r}"
+    for key in ("residual", "global_residual"):  # "global_residual": the first cards
+        if not isinstance(arch.get(key, True), bool):
+            return key, f"must be true or false, got {arch[key]!r}"
     return None
 
 

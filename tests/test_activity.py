@@ -370,3 +370,10 @@ def test_record_sim_worm_writes_its_truth(
     dff = np.array(truth["time_points"]["dff"], dtype=float)
     np.testing.assert_allclose(dff[2], sample.activity(t_s[2, 1]), atol=1e-4)  # rounding
     assert np.array(truth["time_points"]["motion_zyx_um"], dtype=float).shape == (3, 3)
+
+
+def test_match_3d_uses_both_tolerances_one_to_one() -> None:
+    true = np.array([[0.0, 10.0, 10.0], [5.0, 10.0, 10.0], [0.0, 20.0, 20.0]])
+    found = np.array([[0.4, 10.5, 10.0], [2.4, 10.0, 11.9], [0.0, 22.5, 20.0], [4.0, 10.0, 10.2]])
+    pairs = sorted(match_3d(found, true, lateral_um=2.0, axial_um=2.5))
+    assert pairs == [(0, 0), (3, 1)]  # found 1 is within reach of true 0 only, which is taken

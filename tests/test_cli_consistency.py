@@ -153,3 +153,48 @@ def test_train_with_a_bare_name_lands_in_the_models_home(
     capsys.readouterr()
     assert main(["models", "--json"]) == 0
     assert any(r["name"] == "mine" for r in json.loads(capsys.readouterr().out))
+
+
+def test_joined_messages_have_no_double_full_stop() -> None:
+    from live_deepz.errors import CameraError, clause
+
+    assert clause("file not found.") == "file not found"
+    assert clause("wait...") == "wait..."
+    assert f"{clause(CameraError('no such device.'))}. Check it." == "no such device. Check it."
+
+
+def test_screenshot_to_an_unwritable_place_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    t0 = time.perf_counter()
+    rc = main(["demo", "--screenshot", str(blocker / "out.png"), "--seconds", "10"])
+    assert rc == 1 and time.perf_counter() - t0 < 5
+    assert "cannot write the screenshot" in capsys.readouterr().err
+    rc = main(["demo", "--screenshot", str(tmp_path / "out.txt"), "--seconds", "10"])
+    assert rc == 1 and ".png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("cost", "size", "n_planes"), [(1e-6, 256, 5), (4e-6, 128, 5)])
+def test_cpu_demo_picks_the_largest_field_that_keeps_up(
+    monkeypatch: pytest.MonkeyPatch, cost: float, size: int, n_planes: int
+) -> None:
+    """On a CPU the demo times the engine and shrinks the field/planes until the planes
+    refresh at least TARGET_FPS times a second (here with a stand-in timing per pixel)."""
+    import torch
+
+    from live_deepz.commands import _cpu_demo
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(_cpu_demo, "_time_frame", lambda e, s, k: cost * s * s * k)
+    threads = torch.get_num_threads()
+    try:
+        choice = _cpu_demo.choose_cpu_demo(None, "torch", "fp32")
+    finally:
+        torch.set_num_threads(threads)
+    assert choice is not None and (choice.size, choice.n_planes) == (size, n_planes)
+    assert choice.expected_fps >= _cpu_demo.TARGET_FPS
+    assert f"{size}×{size} px centred field" in choice.describe()

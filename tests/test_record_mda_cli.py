@@ -49,7 +49,20 @@ def test_record_mda_writes_raw_and_planes(
 ) -> None:
     seq = write_sequence(tmp_path / f"seq{suffix}")
     out = tmp_path / "mda.ome.zarr"
-    rc = main(["record", *SIM, "--mda", str(seq), "--planes=-2:2:2", "--model", model, *FAST, "-o", str(out)])
+    rc = main(
+        [
+            "record",
+            *SIM,
+            "--mda",
+            str(seq),
+            "--planes=-2:2:2",
+            "--model",
+            model,
+            *FAST,
+            "-o",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "frames acquired    6" in text and "without planes     0" in text
@@ -87,7 +100,9 @@ def test_record_mda_no_complete_then_complete_cli(
     assert rc == 1 and "--overwrite" in capsys.readouterr().err
 
 
-def test_record_mda_bad_sequences(tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_record_mda_bad_sequences(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "x.ome.zarr")
     zseq = write_sequence(tmp_path / "z.yaml", z_plan={"range": 2, "step": 1})
     rc = main(["record", *SIM, "--mda", str(zseq), "--model", model, *FAST, "-o", out])
@@ -97,7 +112,9 @@ def test_record_mda_bad_sequences(tmp_path: Path, model: str, capsys: pytest.Cap
     rc = main(["record", *SIM, "--mda", str(bad), "--model", model, *FAST, "-o", out])
     err = capsys.readouterr().err
     assert rc == 1 and "no preset 'no-such-preset'" in err and "beads" in err
-    rc = main(["record", *SIM, "--mda", str(tmp_path / "nope.yaml"), "--model", model, *FAST, "-o", out])
+    rc = main(
+        ["record", *SIM, "--mda", str(tmp_path / "nope.yaml"), "--model", model, *FAST, "-o", out]
+    )
     assert rc == 1 and "no such file" in capsys.readouterr().err
     rc = main(["record", *SIM, "--mda", str(zseq), "--frames", "3", "-o", out])
     assert rc == 1 and "--frames does not apply to --mda" in capsys.readouterr().err

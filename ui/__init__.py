@@ -10,7 +10,9 @@
   :class:`~live_deepz.calibration.CalibrationWizardModel`); :class:`CalibrationControls` —
   its button, the applied surface and the drift-compensation toggle;
 - :class:`EventLoopProbe` — the UI thread's responsiveness (5 ms timer lateness);
-- :class:`Settings` — persisted model, planes, layout, record folder.
+- :class:`Settings` — persisted model, planes, layout, record folder;
+- :class:`MDAPanel` — Deep-Z inside pymmcore-plus MDAs: pymmcore-widgets' ``MDAWidget`` +
+  Deep-Z settings + the live planes of the current position (Acquisition menu).
 
 Display arithmetic that needs no Qt (levels, projections, sections) is in ``_render``.
 """
@@ -29,6 +31,7 @@ from ._app import (
 from ._controls import LiveButton, MicroscopeControls, ModelPanel, PlanEditor
 from ._latency import EventLoopProbe, LoopLatency
 from ._main_window import MainWindow
+from ._mda_widget import MDAPanel, panel_for_session
 from ._recording_panel import RecordingPanel, next_recording_path
 from ._session import CoreEvents, Session, SessionConfig, optics_mismatch, pick_model, standin_model
 from ._settings import Settings
@@ -54,6 +57,7 @@ __all__ = [
     "ImagePane",
     "LiveButton",
     "LoopLatency",
+    "MDAPanel",
     "MainWindow",
     "MessageBar",
     "MicroscopeControls",
@@ -74,6 +78,7 @@ __all__ = [
     "has_display",
     "next_recording_path",
     "optics_mismatch",
+    "panel_for_session",
     "pick_model",
     "run_app",
     "standin_model",

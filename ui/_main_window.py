@@ -369,12 +369,17 @@ class MainWindow(QMainWindow):
             self.mda_panel = panel_for_session(s, parent=self)
         except ImportError as exc:
             self.messages.show_message(
-                "mda", "error", f"The MDA panel needs pymmcore-widgets ({exc}): pip install "
-                "pymmcore-widgets"
+                "mda",
+                "error",
+                f"The MDA panel needs pymmcore-widgets ({exc}): pip install pymmcore-widgets",
             )
             return None
-        self._dock("mda", "Multi-dimensional acquisition", self.mda_panel,
-                   Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock(
+            "mda",
+            "Multi-dimensional acquisition",
+            self.mda_panel,
+            Qt.DockWidgetArea.RightDockWidgetArea,
+        )
         return self.mda_panel
 
     # ------------------------------------------------------------------ calibration
@@ -479,7 +484,7 @@ class MainWindow(QMainWindow):
                 offsets_um=offsets,
                 colors=self.mip.colors_for(offsets),
                 mip_levels=self.mip.wanted_levels(),
-                xz_levels=self.xz.wanted_levels(),
+                xz_levels=self.xz.wanted_levels(self.grid.levels),
                 line=self.mip.line(),
                 pixel_size_um=self.session.pixel_size_um or 1.0,
                 want_mip=want_mip,
@@ -496,7 +501,7 @@ class MainWindow(QMainWindow):
                 offsets_um=np.zeros(0),
                 colors=np.zeros((0, 3)),
                 mip_levels=None,
-                xz_levels=self.xz.wanted_levels(),
+                xz_levels=self.xz.wanted_levels(self.grid.levels),
                 line=self.mip.line(),
                 pixel_size_um=self.session.pixel_size_um or 1.0,
                 want_mip=False,

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 
 from ._views import PlaneGridView
 
-__all__ = ["DeepZMDAWidget", "MDAPanel", "fail_fast_icons"]
+__all__ = ["DeepZMDAWidget", "MDAPanel", "fail_fast_icons", "panel_for_session"]
 
 REFRESH_MS = 100
 
@@ -97,7 +97,7 @@ def _mda_widget_class() -> type:
     return DeepZMDAWidget
 
 
-def DeepZMDAWidget(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (a class made lazily)
+def DeepZMDAWidget(*args: Any, **kwargs: Any) -> Any:
     """pymmcore-widgets' ``MDAWidget`` whose run also feeds live-deepz (see the module)."""
     return _mda_widget_class()(*args, **kwargs)
 
@@ -197,7 +197,9 @@ class MDAPanel(QWidget):
         self.planes_edit.setToolTip("plane offsets in µm: start:stop:step or a list; Enter applies")
         self.planes_edit.editingFinished.connect(self._on_planes)
         form.addRow("Planes (µm)", self.planes_edit)
-        self.surface_label = QLabel(surface_text or ("calibrated" if surface_um is not None else "flat"))
+        self.surface_label = QLabel(
+            surface_text or ("calibrated" if surface_um is not None else "flat")
+        )
         form.addRow("Surface", self.surface_label)
         self.drift_box = QCheckBox("follow each position's focus drift")
         self.drift_box.setEnabled(drift_plan is not None)
@@ -347,7 +349,7 @@ def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
     second engine for the model, so the live pipeline's stays as it is; drift compensation
     through the calibration package's estimator, one per position). A run is refused while
     the session streams live (the camera is the MDA's then)."""
-    from live_deepz.calibration import DriftCompensationPlan, DriftEstimator, engine_refocus_fn
+    from live_deepz.calibration import drift_compensation_plan
     from live_deepz.engine import create_backend
 
     model = session.model
@@ -358,11 +360,19 @@ def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
     backend = create_backend(backend_name, model.generator, precision=precision, device=device)
     z_range = tuple(float(v) for v in model.card.z_range_um)
 
+    shape = (int(session.core.getImageHeight()), int(session.core.getImageWidth()))
+
     def drift_plan(offsets: np.ndarray) -> Any:
-        fn = engine_refocus_fn(model, "torch", precision=precision, device=device, max_planes=3)
-        estimator = DriftEstimator(fn, z_range_um=z_range)
-        estimator.every_n = 1  # one frame per time point and position: estimate on each
-        return DriftCompensationPlan(estimator, offsets, asynchronous=False)
+        # one frame per time point and position: estimate on each (in the worker thread)
+        return drift_compensation_plan(
+            model,
+            offsets,
+            shape,
+            device=str(getattr(backend, "device", "cpu")),
+            precision=precision,
+            every_n=1,
+            asynchronous=False,
+        )
 
     def before_run() -> bool:
         if getattr(session, "state", "") in ("live", "starting"):
@@ -372,6 +382,7 @@ def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
             return False
         return True
 
+    cal = getattr(session, "calibration", None)  # the wizard's surface, if one is applied
     offsets = session.plan_offsets() if callable(getattr(session, "plan_offsets", None)) else None
     spec = ",".join(f"{v:g}" for v in offsets) if offsets is not None and len(offsets) else "-4:4:2"
     return MDAPanel(
@@ -382,6 +393,8 @@ def panel_for_session(session: Any, parent: QWidget | None = None) -> MDAPanel:
         model_name=f"{model.card.name} ({model.weights_sha256[:12]}…)",
         models=model,
         planes=spec,
+        surface_um=None if cal is None else cal.surface_um,
+        surface_text="" if cal is None else f"calibrated: {cal.summary}",
         drift_plan=drift_plan,
         before_run=before_run,
         parent=parent,

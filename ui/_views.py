@@ -648,7 +648,12 @@ class DepthMipView(QWidget):
 
 
 class XZSectionView(QWidget):
-    """The x–z section of the plane stack along the line drawn on the MIP."""
+    """The x–z section of the plane stack along the line drawn on the MIP.
+
+    It shows the section with the plane grid's contrast levels (``follow_planes``), so that
+    it looks like the planes it is cut from; its Auto button switches to levels of its own
+    (a thin section through mostly background gets poor automatic levels).
+    """
 
     def __init__(self, colormap: str = "gray", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -667,12 +672,13 @@ class XZSectionView(QWidget):
         self.section: np.ndarray | None = None
         self.frames_shown = 0
         self._rect = QRectF()
+        self.follow_planes = True
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
         lay.addWidget(self.header)
         lay.addWidget(self.canvas, 1)
-        self.header.autoClicked.connect(self._levels.request)
+        self.header.autoClicked.connect(self.auto_contrast)
         self.header.colormapChanged.connect(self.set_colormap)
 
     @property
@@ -680,6 +686,8 @@ class XZSectionView(QWidget):
         return self._levels.levels
 
     def auto_contrast(self) -> None:
+        """Levels of the section's own from the next frame on (stop following the planes)."""
+        self.follow_planes = False
         self._levels.request()
 
     def set_colormap(self, name: str) -> None:
@@ -687,7 +695,13 @@ class XZSectionView(QWidget):
         if self.header.cmap.currentText() != name:
             self.header.cmap.setCurrentText(name)
 
-    def wanted_levels(self) -> tuple[float, float] | None:
+    def wanted_levels(
+        self, planes_levels: tuple[float, float] | None = None
+    ) -> tuple[float, float] | None:
+        """The levels to draw the next section with: ``planes_levels`` (the grid's) while
+        following the planes, else the section's own (None: compute them)."""
+        if self.follow_planes and planes_levels is not None:
+            return planes_levels
         return None if self._levels.pending else self._levels.levels
 
     def show_section(
@@ -708,7 +722,7 @@ class XZSectionView(QWidget):
         self, section: np.ndarray, z_um: np.ndarray, length_um: float, levels: tuple[float, float]
     ) -> None:
         """Draw a ``(K, L)`` section (rows sorted by depth ``z_um``) ``length_um`` long."""
-        if self._levels.pending or self._levels.levels is None:
+        if self._levels.pending or self._levels.levels is None or self.follow_planes:
             self._levels.levels, self._levels.pending = levels, False
         self.section = section
         self.image.setImage(section, autoLevels=False, levels=levels)
@@ -721,9 +735,11 @@ class XZSectionView(QWidget):
             self.image.setRect(rect)
             self.plot.setRange(rect, padding=0)
         self.frames_shown += 1
-        self.header.info.setText(
-            f"{length_um:.1f} µm × {k} planes · levels {_fmt_level(levels[0])}–"
-            f"{_fmt_level(levels[1])}"
+        lv = f"{_fmt_level(levels[0])}–{_fmt_level(levels[1])}"
+        self.header.info.setText(f"{length_um:.0f} µm × {k} planes · {lv}")
+        self.header.info.setToolTip(
+            f"section {length_um:.1f} µm long through {k} planes; levels {lv}"
+            + (" (the planes' levels; Auto: its own)" if self.follow_planes else "")
         )
 
 

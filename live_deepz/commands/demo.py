@@ -76,7 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SAMPLE",
         help=f"simulated sample: {samples_help()}",
     )
-    parser.add_argument("--size", type=int, default=512, help="simulated frame size (px)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="simulated frame size (px); default 512 on a GPU, on a CPU a smaller centred "
+        "field timed so that the planes refresh a few times a second (said at start)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="simulated sample seed")
     add_app_arguments(parser)
 
@@ -167,7 +173,22 @@ def run(args: argparse.Namespace) -> int:
     if status is not None:
         return status
     _check_ui()
+    if args.size is None and args.planes is None and args.device in ("auto", "cpu"):
+        from ._cpu_demo import choose_cpu_demo
+
+        choice = choose_cpu_demo(args.model, args.backend or "auto", args.precision or "auto")
+        if choice is not None:
+            print(choice.describe(), file=sys.stderr)
+            args.size, args.planes = choice.size, choice.planes
+            args.depth_um = 0.0 if args.depth_um is None else args.depth_um
+            if args.exposure_ms is None:
+                args.exposure_ms = choice.exposure_ms
     config = session_config(
-        args, "sim", sample=args.sample, size=args.size, seed=args.seed, allow_standin=True
+        args,
+        "sim",
+        sample=args.sample,
+        size=args.size or 512,
+        seed=args.seed,
+        allow_standin=True,
     )
     return run_window(args, config)

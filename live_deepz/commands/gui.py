@@ -5,7 +5,8 @@ Example::
     live-deepz gui --config C:/Micro-Manager/MMConfig_scope.cfg --model mymodel
 
 Same window and options as ``live-deepz demo``; no untrained stand-in is ever used here: it
-needs a trained model (``--model``, the last one used, or the bundled default).
+needs a trained model (``--model``, the last one used, or the bundled default). Loading a
+configuration needs Micro-Manager's device adapters (``mmcore install``, pymmcore-plus).
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", required=True, metavar="CFG", help="Micro-Manager configuration (.cfg)"
+        "--config",
+        required=True,
+        metavar="CFG",
+        help="Micro-Manager configuration (.cfg); loading it needs Micro-Manager's device "
+        "adapters on this machine (install them once with `mmcore install`)",
     )
     add_app_arguments(parser)
 

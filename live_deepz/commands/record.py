@@ -249,6 +249,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if getattr(args, "mda", None):
+        if getattr(args, "units", "normalized") == "counts":
+            raise _NotBuilt(
+                "--units counts with --mda is not built yet: MDA planes are stored normalised; "
+                "counts = normalized x scale + background with each (position, channel)'s "
+                "normalisation in NAME.planes.zarr/journal.jsonl"
+            )
         from ..calibration import drift_compensation_plan  # type: ignore[import-not-found]
         from .record_mda import run_mda_record
 
@@ -414,7 +420,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.sim and summary.frames_recorded:  # the simulated worm's truth: NAME.truth.json
         from ..analysis.activity import write_sim_truth
 
-        write_sim_truth(core, args.output)
+        try:
+            write_sim_truth(core, args.output)
+        except Exception as exc:  # the recording itself is complete
+            print(f"live-deepz record: warning: no truth file: {exc}", file=sys.stderr)
     if interrupted:
         print("  (stopped by Ctrl-C)")
     if summary.error:

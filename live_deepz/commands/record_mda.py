@@ -223,6 +223,12 @@ def run_mda_complete(args: argparse.Namespace, models_for: Any) -> int:
     from ..engine import Refocuser, create_backend  # type: ignore[import-not-found]
     from ..recording import complete_mda_recording, open_mda_recording
 
+    if getattr(args, "units", None) == "counts":
+        raise InputError(
+            f"{args.recording} stores its planes normalised (MDA recordings always do); "
+            "--units counts cannot apply. Convert afterwards: counts = normalized x scale + "
+            "background with the (position, channel) normalisation in its journal"
+        )
     with open_mda_recording(args.recording) as rec:
         header = rec.metadata
     models = models_for(header, args)
@@ -239,10 +245,7 @@ def run_mda_complete(args: argparse.Namespace, models_for: Any) -> int:
             made[id(m)] = backend
     report = complete_mda_recording(
         args.recording,
-        [
-            Refocuser(m, made[id(m)], allow_out_of_range=args.allow_out_of_range)
-            for m in models
-        ],
+        [Refocuser(m, made[id(m)], allow_out_of_range=args.allow_out_of_range) for m in models],
         progress=not args.no_progress,
     )
     with open_mda_recording(args.recording) as rec:

@@ -219,6 +219,9 @@ class MDAPlaneWriter:
 
         self.paths = mda_paths(output)
         self._lock = threading.Lock()
+        self.header: dict[str, Any]
+        self._planes: Any
+        self._root: Any
         if _reopen:
             st = _load_state(self.paths.journal)
             self.header = st.header
@@ -245,18 +248,21 @@ class MDAPlaneWriter:
         self.frame_shape = (h, w)
         self.offsets_um = np.asarray(offsets_um, dtype=np.float64).reshape(-1)
         k = int(self.offsets_um.size)
-        names = list(channel_names) if channel_names else [str(ch.config) for ch in sequence.channels]
+        names = (
+            list(channel_names) if channel_names else [str(ch.config) for ch in sequence.channels]
+        )
         positions = [
             {kk: getattr(pos, kk, None) for kk in ("x", "y", "z", "name")}
             for pos in getattr(sequence, "stage_positions", ())
         ]
-        self.header: dict[str, Any] = {
+        self.header = {
             "type": "header",
             "kind": MDA_KIND,
             "axes": "".join(MDA_AXES),
             "sizes": [n_p, n_t, n_c],
             "frame_shape": [h, w],
             "n_planes": k,
+            "units": "normalized",
             "offsets_um": [float(v) for v in self.offsets_um],
             "channels": names or None,
             "positions": positions,
@@ -292,7 +298,9 @@ class MDAPlaneWriter:
         if found is None:
             raise RecordingError(f"{path} is not an MDA recording (no NAME.planes.zarr journal)")
         self = cls.__new__(cls)
-        cls.__init__(self, found.raw, sequence=None, frame_shape=(0, 0), offsets_um=(), _reopen=True)
+        cls.__init__(
+            self, found.raw, sequence=None, frame_shape=(0, 0), offsets_um=(), _reopen=True
+        )
         self.paths = found
         return self
 
@@ -348,7 +356,9 @@ class MDAPlaneWriter:
             self.state.plans[int(position)] = rec
             self._write(rec)
 
-    def set_normalization(self, position: int, channel: int, background: float, scale: float) -> None:
+    def set_normalization(
+        self, position: int, channel: int, background: float, scale: float
+    ) -> None:
         rec = {
             "type": "normalization",
             "position": int(position),
@@ -379,7 +389,9 @@ class MDAPlaneWriter:
         k, (h, w) = self.offsets_um.size, self.frame_shape
         arr = np.asarray(planes, dtype=np.float32)
         if arr.shape != (k, h, w):
-            raise RecordingError(f"planes of shape {arr.shape} for frame {key}; expected {(k, h, w)}")
+            raise RecordingError(
+                f"planes of shape {arr.shape} for frame {key}; expected {(k, h, w)}"
+            )
         try:
             self._planes[p, t, c] = arr
         except OSError as exc:
@@ -498,7 +510,7 @@ class _RawReader:
         if p not in self._arrays:
             import zarr
 
-            root = zarr.open_group(str(self.paths.raw), mode="r")
+            root: Any = zarr.open_group(str(self.paths.raw), mode="r")
             node = root["0"] if self.n_p == 1 else root[str(p)]["0"]
             self._arrays[p] = node
         return self._arrays[p]
@@ -510,7 +522,9 @@ class _RawReader:
         folder = self.paths.raw.parent / stem
         hits = sorted(folder.glob(f"{stem}_p{p:03d}.ome.tif*"))
         if not hits:
-            raise RecordingError(f"the raw frames of position {p} are missing (no {folder}/{stem}_p{p:03d}.ome.tiff)")
+            raise RecordingError(
+                f"the raw frames of position {p} are missing (no {folder}/{stem}_p{p:03d}.ome.tiff)"
+            )
         return hits[0]
 
     def read(self, key: Key) -> np.ndarray:
@@ -518,15 +532,16 @@ class _RawReader:
         if self.paths.format == "zarr":
             arr = self._zarr_array(p)
             names = tuple(arr.metadata.dimension_names or ())
-            idx = tuple({"t": t, "c": c, "p": p}.get(n, 0) if n not in ("y", "x") else slice(None) for n in names)
+            idx = tuple(
+                {"t": t, "c": c, "p": p}.get(n, 0) if n not in ("y", "x") else slice(None)
+                for n in names
+            )
             return np.asarray(arr[idx])
         import tifffile
 
         rec = self.state.frames.get(key)
-        if rec is not None and "page" in rec:
-            page = int(rec["page"])
-        else:  # no journal line: acquisition order t, c (the sequence's usual order)
-            page = t * self.n_c + c
+        # without a journal line: acquisition order t, c (the sequence's usual order)
+        page = int(rec["page"]) if rec is not None and "page" in rec else t * self.n_c + c
         if p not in self._tiffs:
             self._tiffs[p] = tifffile.TiffFile(self._tiff_file(p))
         tf = self._tiffs[p]
@@ -546,7 +561,9 @@ class _RawReader:
 class _RawFrames:
     """Lazy ``(P, T, C, Y, X)`` view of the raw frames (frames never acquired read as 0)."""
 
-    def __init__(self, reader: _RawReader, acquired: np.ndarray, shape: tuple[int, int], dtype: Any) -> None:
+    def __init__(
+        self, reader: _RawReader, acquired: np.ndarray, shape: tuple[int, int], dtype: Any
+    ) -> None:
         self._reader = reader
         self._acquired = acquired
         self.shape = (*acquired.shape, *shape)
@@ -701,7 +718,9 @@ def open_mda_recording(path: str | os.PathLike[str]) -> MDARecording:
 # --------------------------------------------------------------------------- completion
 
 
-def _position_plan(st: _State, position: int, shape: tuple[int, int], px: float | None, folder: Path) -> Any:
+def _position_plan(
+    st: _State, position: int, shape: tuple[int, int], px: float | None, folder: Path
+) -> Any:
     rec = st.plans.get(position) or {
         "plan_id": position,
         "plan": {"type": "static", "offsets_um": st.header["offsets_um"], "surface": None},
@@ -738,7 +757,7 @@ def complete_mda_recording(
     writer = MDAPlaneWriter.reopen(path)
     st = writer.state
     header = st.header
-    n_p, n_t, n_c = writer.sizes
+    _, n_t, n_c = writer.sizes
     shape = writer.frame_shape
     k = writer.offsets_um.size
     refocusers = list(refocus) if isinstance(refocus, Sequence) else [refocus]
@@ -770,7 +789,8 @@ def complete_mda_recording(
                     nz = fit_normalization(first)
                 except InputError as exc:
                     raise RecordingError(
-                        f"cannot fit the intensity normalisation of position {p}, channel {c}: {exc}"
+                        f"cannot fit the intensity normalisation of position {p}, channel "
+                        f"{c}: {exc}"
                     ) from None
                 writer.set_normalization(p, c, nz.background, nz.scale)
                 nrec = st.norms[(p, c)]
@@ -778,7 +798,7 @@ def complete_mda_recording(
             plan = built.get(p)
             if plan is None:
                 plan = built[p] = _position_plan(
-                    st, p, shape, header.get("pixel_size_um"), writer.paths.planes
+                    st, p, (shape[0], shape[1]), header.get("pixel_size_um"), writer.paths.planes
                 )
             dpms = np.asarray(plan.dpms_for_frame(t, 0.0, shape), dtype=np.float32)
             if dpms.shape[0] != k:

@@ -222,9 +222,10 @@ def open_recording(path: str | os.PathLike[str]) -> Recording | MDARecording:
 
     ``path`` is any part of it: ``NAME.ome.tif``, ``NAME.planes.ome.tif``,
     ``NAME.journal.jsonl`` or ``NAME.ome.zarr``. An MDA recording (pymmcore-plus' raw files
-    + ``NAME.planes.zarr``) opens as an :class:`~live_deepz.recording.MDARecording`. The data on disk decides how many frames
-    there are (a frame whose journal line was lost gets unknown metadata: -1/NaN); the
-    journal (or, without it, the files' OME-XML / Zarr attributes) gives the metadata.
+    + ``NAME.planes.zarr``) opens as an :class:`~live_deepz.recording.MDARecording`. The data
+    on disk decides how many frames there are (a frame whose journal line was lost gets
+    unknown metadata: -1/NaN); the journal (or, without it, the files' OME-XML / Zarr
+    attributes) gives the metadata.
 
     Raises :class:`RecordingError` when it is not a readable live-deepz recording.
     """

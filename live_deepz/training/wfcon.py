@@ -539,6 +539,7 @@ def _card(
             "loss": "L1 pre-training (warm-up + cosine lr), then "
             f"(D(G(x))-1)^2 + {cfg.l1_weight}*L1 + zeta*L_VGG for {cfg.gan_steps} GAN steps",
             "perceptual_loss": perceptual,
+            "recipe": "wfcon3d: L1 warm-up + cosine" + (" then GAN" if cfg.gan_steps else ""),
             "data": [
                 {
                     "pair": p.name,

@@ -121,9 +121,11 @@ def write_recording_truth(
     """Write ``NAME.truth.json`` for the recording ``recording`` made by the simulated camera
     looking at ``scene``; ``stream_origin_s`` is the scene time of the camera's time 0 (the
     camera timestamps are relative to its stream start). Returns the path written."""
-    from live_deepz.recording import open_recording
+    from live_deepz.recording import Recording, RecordingError, open_recording
 
     with open_recording(recording) as rec:
+        if not isinstance(rec, Recording):  # an MDA recording: no single camera stream
+            raise RecordingError(f"{recording}: truth files are made for `record --sim` streams")
         n_t = rec.n_frames
         ts = np.asarray(rec.timestamps_ms, dtype=np.float64).reshape(n_t, -1)
         acquired = np.asarray(rec.acquired, dtype=bool).reshape(n_t, -1)
