@@ -8,9 +8,12 @@
 #               issue-14 experiment; ~0.7 s/step on the shared, loaded 2-core CPU of session 4)
 #   BUDGET_MIN  wall-time budget in minutes (default 80): the learning rate anneals by time as
 #               well and training stops at whichever of STEPS / BUDGET_MIN ends first
-#   OUT         training folder (default runs/default_model); INSTALL=0 skips copying the
-#               result into live_deepz/models/deepz-sim20x-default (ship it only after
-#               `live-deepz eval` shows it beats the bundled model on every row)
+#   OUT         training folder (default runs/default_model); INSTALL=1 copies the result
+#               into live_deepz/models/deepz-sim20x-default (do that only after
+#               `live-deepz eval` shows it beats the bundled model on every row:
+#               benchmarks/compare_eval.py OLD.json NEW.json)
+# Session 4 ran `scripts/train_default_model.sh 16000 69` on the shared 2-core CPU: 10970 steps
+# in 69 min, not shipped (benchmarks/RESULTS.md).
 # THREADS=1 by default (one torch thread is steadier on a shared 2-core machine).
 set -euo pipefail
 steps=${1:-16000}; budget=${2:-80}; out=${3:-runs/default_model}
@@ -20,7 +23,7 @@ JOBS=${JOBS:-2} scripts/make_default_training_data.sh "$data" 256 > /dev/null
 OMP_NUM_THREADS=${THREADS:-1} live-deepz train --recipe fast --data "$data"/*.ome.tif -o "$out" \
   --no-align --z-half-range 10 --steps "$steps" --time-budget "$budget" --seed 0 --device cpu \
   --overwrite
-[ "${INSTALL:-1}" = 1 ] || exit 0
+[ "${INSTALL:-0}" = 1 ] || exit 0
 dest=live_deepz/models/deepz-sim20x-default
 mkdir -p "$dest"
 cp "$out/model.safetensors" "$out/card.json" "$dest/"
