@@ -39,6 +39,7 @@ from ._drift_plan import (
     DRIFT_CHUNK,
     DRIFT_MAX_EVERY_N,
     DRIFT_MIN_EVERY_N,
+    continue_drift_plan,
     drift_compensation_plan,
     drift_every_n,
 )
@@ -78,6 +79,7 @@ from ._wizard_model import (
     ReviewData,
     Step,
     StepResult,
+    live_surface_calibration,
 )
 
 __all__ = [
@@ -111,6 +113,7 @@ __all__ = [
     "SurfaceFit",
     "assess_calibration",
     "bead_fwhm",
+    "continue_drift_plan",
     "drift_compensation_plan",
     "drift_every_n",
     "engine_refocus_fn",
@@ -123,6 +126,7 @@ __all__ = [
     "focus_measure",
     "fwhm_summary",
     "known_failures_of",
+    "live_surface_calibration",
     "load_calibration",
     "save_calibration",
     "structure_ratio",

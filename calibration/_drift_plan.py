@@ -151,3 +151,21 @@ def drift_compensation_plan(
         plan_offsets,
         asynchronous=is_cuda if asynchronous is None else bool(asynchronous),
     )
+
+
+def continue_drift_plan(
+    plan: Any, offsets_um: np.ndarray, frame_shape: tuple[int, int], device: str = "cpu"
+) -> Any:
+    """The drift plan for new plane offsets, continuing ``plan``'s estimator and current
+    correction (the live planes changed while drift compensation is on)."""
+    from ._drift import DriftCompensationPlan
+
+    estimator = plan.estimator
+    offsets = np.asarray(offsets_um, dtype=float)
+    estimator.every_n = drift_every_n(estimator, frame_shape, int(offsets.size), device)
+    return DriftCompensationPlan(
+        estimator,
+        offsets,
+        initial_um=plan.correction_um() - estimator.target_offset_um,
+        asynchronous=str(device).startswith("cuda"),
+    )

@@ -13,7 +13,24 @@ planes written beside pymmcore-plus' own raw files.
 
 from ._bench import BenchConfig, format_summary, result_filename, run_bench
 from ._ceiling import measure_matmul_ceiling
+from ._live_plans import (
+    DEFAULT_PLANES,
+    MAX_LIVE_PLANES,
+    LivePlans,
+    SurfaceCalibration,
+    clip_to_range,
+    is_drift_plan,
+)
 from ._live_session import LiveSession, recorder_ring_slots
+from ._live_setup import (
+    LiveSetup,
+    SessionConfig,
+    live_error_text,
+    make_live_session,
+    open_live_setup,
+    plain_error,
+    stop_timeout_s,
+)
 from ._mda import MDAPlanes, MDAProcessor, MDASummary
 from ._offline import ArrayPlan, RefocusInput, RefocusSummary, read_input, refocus_file
 from ._onnx import export_onnx
@@ -32,6 +49,7 @@ from ._session_models import (
     NA_TOLERANCE,
     PIXEL_TOLERANCE,
     STANDIN_NAME,
+    model_notices,
     optics_mismatch,
     pick_model,
     scope_na,
@@ -64,7 +82,9 @@ __all__ = [
     "AUTO_ORDER",
     "BACKENDS",
     "DEFAULT_OVERLAP",
+    "DEFAULT_PLANES",
     "DEFAULT_TILE",
+    "MAX_LIVE_PLANES",
     "NA_TOLERANCE",
     "PIXEL_TOLERANCE",
     "STAGES",
@@ -80,7 +100,9 @@ __all__ = [
     "FrameRing",
     "LatestSubscriber",
     "LivePipeline",
+    "LivePlans",
     "LiveSession",
+    "LiveSetup",
     "MDAPlanes",
     "MDAProcessor",
     "MDASummary",
@@ -97,21 +119,30 @@ __all__ = [
     "RefocusSummary",
     "Refocuser",
     "RingClosed",
+    "SessionConfig",
     "SlotRing",
     "StreamSubscriber",
     "SubscriberStats",
+    "SurfaceCalibration",
     "TiledBackend",
     "available_backends",
+    "clip_to_range",
     "create_backend",
     "export_onnx",
     "format_summary",
     "infer_stack",
     "infer_tiled",
+    "is_drift_plan",
+    "live_error_text",
+    "make_live_session",
     "measure_matmul_ceiling",
     "model_metadata",
+    "model_notices",
+    "open_live_setup",
     "optics_mismatch",
     "pick_model",
     "pinned_host_array",
+    "plain_error",
     "read_input",
     "recorder_metadata",
     "recorder_ring_slots",
@@ -121,4 +152,5 @@ __all__ = [
     "run_bench",
     "scope_na",
     "standin_model",
+    "stop_timeout_s",
 ]
