@@ -42,6 +42,7 @@ from ._drift_plan import (
     continue_drift_plan,
     drift_compensation_plan,
     drift_every_n,
+    drift_plan_for_backend,
 )
 from ._fit import (
     FIT_KINDS,
@@ -116,6 +117,7 @@ __all__ = [
     "continue_drift_plan",
     "drift_compensation_plan",
     "drift_every_n",
+    "drift_plan_for_backend",
     "engine_refocus_fn",
     "estimate_focus",
     "estimate_focus_beads",

@@ -169,3 +169,24 @@ def continue_drift_plan(
         initial_um=plan.correction_um() - estimator.target_offset_um,
         asynchronous=str(device).startswith("cuda"),
     )
+
+
+def drift_plan_for_backend(
+    model: Any,
+    offsets_um: np.ndarray,
+    frame_shape: tuple[int, int],
+    backend: Any,
+    refocus_fn: Any = None,
+) -> Any:
+    """:func:`drift_compensation_plan` on the device and precision of the live ``backend``
+    (asynchronous on CUDA)."""
+    device = str(getattr(backend, "device", "cpu"))
+    return drift_compensation_plan(
+        model,
+        offsets_um,
+        frame_shape,
+        device=device,
+        precision=str(getattr(backend, "precision", "auto")),
+        refocus_fn=refocus_fn,
+        asynchronous=device.startswith("cuda"),
+    )

@@ -102,13 +102,26 @@ class LivePlans:
     def set_grid(self, offsets: np.ndarray, spec: str) -> None:
         self.grid_offsets, self.planes_spec = np.asarray(offsets, dtype=float), spec
 
-    def adopt_clipped(self, grid: np.ndarray, depth_um: float) -> bool:
-        """Take a (range-clipped) grid and depth; True when planes were left out."""
+    def reset(self, planes: str, depth_um: float) -> str:
+        """New planes (a session opens); returns a warning when ``planes`` is unusable (the
+        grid stays)."""
+        try:
+            self.set_grid(parse_planes(planes), planes)
+        except InputError as exc:
+            return f"Plane plan {planes!r} ignored: {exc}"
+        finally:
+            self.depth_um = float(depth_um)
+        return ""
+
+    def adopt_clipped(self, grid: np.ndarray, depth_um: float) -> str:
+        """Take a (range-clipped) grid and depth; returns a warning when planes were left
+        out ("" when none was)."""
         changed = not np.array_equal(grid, self.grid_offsets)
         if changed:
             self.set_grid(grid, ",".join(f"{v:g}" for v in grid))
         self.depth_um = float(depth_um)
-        return changed
+        left_out = "Planes outside the model's trained range were left out of the plan."
+        return left_out if changed else ""
 
     def validate_planes(
         self, spec: str, z_range_um: tuple[float, float]

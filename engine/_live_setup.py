@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,14 @@ from ._session_models import pick_model, scope_na
 __all__ = [
     "LiveSetup",
     "SessionConfig",
+    "describe_backend",
+    "grab_frame",
     "live_error_text",
     "make_live_session",
+    "open_error_text",
     "open_live_setup",
     "plain_error",
+    "rebuild_live_session",
     "stop_timeout_s",
 ]
 
@@ -116,6 +121,32 @@ def make_live_session(
     return LiveSetup(live, grid, depth, core=core, model=model)
 
 
+def rebuild_live_session(
+    old: Any,
+    core: Any,
+    model: Any,
+    grid: np.ndarray,
+    depth_um: float,
+    engine: tuple[str, str, str],
+    *,
+    model_path: str | None = None,
+    standin: bool = False,
+    timeout: float = 5.0,
+) -> LiveSetup:
+    """Stop the ``old`` pipeline (or session) and make a live session for another model
+    (``model_path``: loaded here, else ``model``) and/or ``engine`` = ``(backend,
+    precision, device)``."""
+    if old is not None:
+        old.stop(timeout)
+    if model_path is not None:
+        from live_deepz.modelfile import load_model, resolve_model
+
+        model, standin = load_model(resolve_model(model_path)), False
+    setup = make_live_session(core, model, grid, depth_um, *engine)
+    setup.standin = standin
+    return setup
+
+
 def open_live_setup(
     config: SessionConfig, grid: np.ndarray, depth_um: float, adopt_core: Any = None
 ) -> LiveSetup:
@@ -178,3 +209,50 @@ def live_error_text(exc: BaseException | None, message: str) -> str:
         f"The refocusing engine stopped: {clause(message)}. Press Start live to try again; if it "
         "happens again, choose another backend or model."
     )
+
+
+def open_error_text(exc: BaseException) -> str:
+    """What to tell people when opening the microscope or the model failed."""
+    from live_deepz.errors import ModelFileError
+
+    if isinstance(exc, ModelFileError):
+        return f"No model could be loaded: {plain_error(exc)}"
+    return (
+        f"The microscope could not be started: {plain_error(exc)}. Check the configuration "
+        "and start live-deepz again."
+    )
+
+
+def describe_backend(backend: Any) -> str:
+    """``name · precision · device`` of a backend ("" for None)."""
+    if backend is None:
+        return ""
+    name = getattr(backend, "name", type(backend).__name__)
+    return f"{name} · {getattr(backend, 'precision', '?')} · {getattr(backend, 'device', '?')}"
+
+
+def grab_frame(core: Any, pipeline: Any = None, timeout_s: float = 5.0) -> tuple[np.ndarray, str]:
+    """A copy of the current camera frame and where it came from (blocks: call it off the
+    UI thread). While ``pipeline`` runs, its newest frame (live keeps running); otherwise
+    one snapped frame (takes one exposure)."""
+    if core is None:
+        raise CameraError("the microscope is not ready yet")
+    if pipeline is not None and pipeline.state == "running":
+        sub = pipeline.subscribe_latest("raw")
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                f = sub.get_latest(copy=True)
+                if f is not None:
+                    return np.array(f.image), (
+                        f"the newest live frame (frame {f.camera_frame}; live keeps running)"
+                    )
+                if time.monotonic() > deadline:
+                    raise CameraError(f"no frame came from the live stream in {timeout_s:g} s")
+                time.sleep(0.01)
+        finally:
+            sub.close()
+    if core.isSequenceRunning():
+        raise CameraError("the camera is streaming for another program: stop it first")
+    core.snapImage()
+    return np.array(core.getImage()), "a snapped frame (live is off)"

@@ -145,3 +145,14 @@ def model_notices(standin: bool, problems: list[str]) -> tuple[str, str]:
         else ""
     )
     return model, mismatch
+
+
+def pixel_size_of(core: Any) -> float | None:
+    """The core's pixel size (µm), None when there is no core or it is not calibrated."""
+    if core is None:
+        return None
+    try:
+        px = float(core.getPixelSizeUm())
+    except Exception:
+        return None
+    return px if px > 0 else None

@@ -1,25 +1,16 @@
-"""The live session's Qt adapter: :class:`Session` drives an engine
-:class:`~live_deepz.engine.LiveSession` from the UI (ndv's model/controller/view split; the
-calibration wizard has the same shape).
+"""The live session's Qt adapter (ndv's model/controller/view split, like the wizard).
 
-The logic lives without Qt: the planes and how the plan is composed (grid ∪ depth, the
-surface calibration, drift compensation) in :class:`~live_deepz.engine.LivePlans`; opening
-the core, the model and the pipeline in :func:`~live_deepz.engine.open_live_setup` /
-:func:`~live_deepz.engine.make_live_session`; the drift plan and the surface in
-``live_deepz.calibration`` (:func:`~live_deepz.calibration.drift_compensation_plan`,
-:func:`~live_deepz.calibration.continue_drift_plan`,
-:func:`~live_deepz.calibration.live_surface_calibration`). :class:`Session` runs the slow
-steps on worker threads (:class:`TaskRunner`) so the UI thread never waits, and reports
-through Qt signals, with messages in plain words (``notice``) for the window's message bar.
-Drift compensation's estimator runs on a second eager engine of the same model; moving the
-focus by hand resets the tracking.
+:class:`Session` drives an engine :class:`~live_deepz.engine.LiveSession`; the Qt-free logic
+is in the engine (:class:`~live_deepz.engine.LivePlans`: planes and plan composition;
+:func:`~live_deepz.engine.open_live_setup`: core, model, pipeline) and in calibration (the
+drift plan, the surface). It runs slow steps on worker threads (:class:`TaskRunner`) so the
+UI thread never waits, and reports through Qt signals, with messages in plain words
+(``notice``) for the window's message bar.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,17 +24,21 @@ from live_deepz.engine import (
     LiveSetup,
     SessionConfig,
     SurfaceCalibration,
+    describe_backend,
+    grab_frame,
     live_error_text,
-    make_live_session,
     model_notices,
+    open_error_text,
     open_live_setup,
     optics_mismatch,
     pick_model,
+    pixel_size_of,
     plain_error,
+    rebuild_live_session,
     standin_model,
     stop_timeout_s,
 )
-from live_deepz.errors import CameraError, DPMRangeError, InputError, LiveDeepzError
+from live_deepz.errors import DPMRangeError, InputError, LiveDeepzError
 
 from ._core_events import CoreEvents, adopt_core_events
 from ._tasks import TaskRunner
@@ -59,7 +54,6 @@ __all__ = [
     "standin_model",
 ]
 
-logger = logging.getLogger("live_deepz.ui")
 _plain = plain_error
 
 
@@ -163,13 +157,7 @@ class Session(QObject):
 
     @property
     def pixel_size_um(self) -> float | None:
-        if self.core is None:
-            return None
-        try:
-            px = float(self.core.getPixelSizeUm())
-        except Exception:
-            return None
-        return px if px > 0 else None
+        return pixel_size_of(self.core)
 
     def plan_offsets(self) -> np.ndarray:
         """The offsets the pipeline computes: the grid's plus the depth slider's."""
@@ -183,12 +171,9 @@ class Session(QObject):
     def open(self, config: SessionConfig) -> None:
         """Build the core, load the model and make the pipeline on a worker thread."""
         self.config = config
-        spec = config.planes or DEFAULT_PLANES
-        try:
-            self.plans.set_grid(LivePlans(spec).grid_offsets, spec)
-        except InputError as exc:
-            self.notice.emit("plan", "warning", f"Plane plan {spec!r} ignored: {exc}")
-        self.plans.depth_um = float(config.depth_um or 0.0)
+        warning = self.plans.reset(config.planes or DEFAULT_PLANES, config.depth_um or 0.0)
+        if warning:
+            self.notice.emit("plan", "warning", warning)
         what = f"Starting the {config.describe_source()}"
         if config.is_sim and config.sample == "worm":
             what += " (building the worm scene takes ~15 s)"
@@ -215,24 +200,12 @@ class Session(QObject):
             self.start_live()
 
     def _on_open_failed(self, exc: BaseException) -> None:
-        from live_deepz.errors import ModelFileError
-
-        if isinstance(exc, ModelFileError):
-            text = f"No model could be loaded: {_plain(exc)}"
-        else:
-            text = (
-                f"The microscope could not be started: {_plain(exc)}. Check the configuration "
-                "and start live-deepz again."
-            )
-        self.notice.emit("startup-error", "error", text)
+        self.notice.emit("startup-error", "error", open_error_text(exc))
 
     def _adopt_plan(self, grid: np.ndarray, depth: float) -> None:
-        if self.plans.adopt_clipped(grid, depth):
-            self.notice.emit(
-                "plan",
-                "warning",
-                "Planes outside the model's trained range were left out of the plan.",
-            )
+        warning = self.plans.adopt_clipped(grid, depth)
+        if warning:
+            self.notice.emit("plan", "warning", warning)
 
     def _install(self, model: Any, standin: bool, live: Any) -> None:
         old = self.pipeline
@@ -296,12 +269,8 @@ class Session(QObject):
             return False
         try:
             live.start()
-        except LiveDeepzError as exc:
-            self.notice.emit("live", "error", f"Live could not start: {_plain(exc)}")
-            self._emit_state()
-            return False
         except Exception as exc:
-            self.notice.emit("live", "error", f"Live could not start: {type(exc).__name__}: {exc}")
+            self.notice.emit("live", "error", f"Live could not start: {_plain(exc)}")
             self._emit_state()
             return False
         self._run_counter += 1
@@ -380,17 +349,21 @@ class Session(QObject):
             return ""
         return self._change_plan(lambda: setattr(self.plans, "depth_um", depth))
 
-    def _change_plan(self, change: Callable[[], None]) -> str:
-        """Change the planes, apply the plan; on an error the old planes stay."""
+    def _change_plan(
+        self, change: Callable[[], None], apply: bool = True, emit: bool = True
+    ) -> str:
+        """Change :attr:`plans` and apply the plan; on an error the old state stays and the
+        error is returned. ``emit``: ``planChanged`` when done."""
         try:
             with self.plans.change():
                 change()
-                err = self._apply_plan()
+                err = self._apply_plan() if apply else ""
                 if err:
                     raise _Refused(err)
         except _Refused as exc:
             return str(exc)
-        self.planChanged.emit()
+        if emit:
+            self.planChanged.emit()
         return ""
 
     def current_plan(self) -> Any:
@@ -408,24 +381,16 @@ class Session(QObject):
         p = self.pipeline
         if p is None:
             return ""
-        plan = self.current_plan()
+        plan, live = self.current_plan(), self.live
         try:
-            self.live.set_plan(plan)  # from the next camera frame on (frames carry it)
-        except DPMRangeError as exc:
+            applied = live.try_set_plan(plan)  # from the next camera frame on
+        except (DPMRangeError, InputError) as exc:
             return _plain(exc)
-        except InputError as exc:
-            if "room" not in str(exc) or p.state not in ("running", "stopping"):
-                return _plain(exc)
-
+        if not applied:  # more planes than the running pipeline has room for
             timeout = self.stop_timeout_s()
-
-            def restart() -> None:  # more planes than the running pipeline has room for
-                p.stop(timeout)
-                p.set_plan(plan)
-
             self.tasks.submit(
                 "Restarting live for more planes",
-                restart,
+                lambda: live.set_plan_stopped(plan, timeout),
                 lambda _: self._restart_after(),
                 self._task_error,
             )
@@ -456,31 +421,9 @@ class Session(QObject):
 
     # ------------------------------------------------------------------ calibrations
     def grab_frame(self, timeout_s: float = 5.0) -> tuple[np.ndarray, str]:
-        """A copy of the current camera frame and where it came from (call it on a worker
-        thread). While live, the newest frame of the stream (live keeps running); otherwise
-        one snapped frame (takes one exposure)."""
-        p, core = self.pipeline, self.core
-        if core is None:
-            raise CameraError("the microscope is not ready yet")
-        if p is not None and p.state == "running":
-            sub = p.subscribe_latest("raw")
-            try:
-                deadline = time.monotonic() + timeout_s
-                while True:
-                    f = sub.get_latest(copy=True)
-                    if f is not None:
-                        return np.array(f.image), (
-                            f"the newest live frame (frame {f.camera_frame}; live keeps running)"
-                        )
-                    if time.monotonic() > deadline:
-                        raise CameraError(f"no frame came from the live stream in {timeout_s:g} s")
-                    time.sleep(0.01)
-            finally:
-                sub.close()
-        if core.isSequenceRunning():
-            raise CameraError("the camera is streaming for another program: stop it first")
-        core.snapImage()
-        return np.array(core.getImage()), "a snapped frame (live is off)"
+        """The current camera frame and where it came from (:func:`engine.grab_frame`;
+        call it on a worker thread)."""
+        return grab_frame(self.core, self.pipeline, timeout_s)
 
     def apply_calibration(self, wizard_model: Any) -> str:
         """Refocus the live planes onto the wizard's fitted surface
@@ -507,14 +450,10 @@ class Session(QObject):
         return self._set_calibration(None)
 
     def _set_calibration(self, cal: SurfaceCalibration | None) -> str:
-        try:
-            with self.plans.change():
-                self.plans.calibration = cal
-                err = "" if self.drift_enabled else self._apply_plan()
-                if err:
-                    raise _Refused(err)
-        except _Refused as exc:
-            return str(exc)
+        change = lambda: setattr(self.plans, "calibration", cal)  # noqa: E731
+        err = self._change_plan(change, apply=not self.drift_enabled, emit=False)
+        if err:
+            return err
         self.notice.emit("calibration", "info", self.plans.surface_note())
         self.calibrationChanged.emit()
         self.planChanged.emit()
@@ -532,36 +471,20 @@ class Session(QObject):
         if self.pipeline is None or self.model is None or self.core is None:
             return "The microscope is not ready yet."
         if not on:
-            try:
-                with self.plans.change():
-                    self.plans.drift_enabled = False
-                    err = self._apply_plan()
-                    if err:
-                        raise _Refused(err)
-            except _Refused as exc:
-                return str(exc)
-            self.notice.emit("drift", "info", "")
-            return ""
+            err = self._change_plan(lambda: setattr(self.plans, "drift_enabled", False), emit=False)
+            if not err:
+                self.notice.emit("drift", "info", "")
+            return err
         self.plans.drift_enabled = True
         model, p = self.model, self.pipeline
-        shape = self.frame_shape
-        offsets = self.plans.drift_offsets()
-        device = str(getattr(p.backend, "device", "cpu"))
-        precision = str(getattr(p.backend, "precision", "auto"))
+        shape, offsets = self.frame_shape, self.plans.drift_offsets()
         factory = self.drift_refocus_fn
 
         def build() -> Any:
-            from live_deepz.calibration import drift_compensation_plan
+            from live_deepz.calibration import drift_plan_for_backend
 
-            return drift_compensation_plan(
-                model,
-                offsets,
-                shape,
-                device=device,
-                precision=precision,
-                refocus_fn=None if factory is None else factory(model),
-                asynchronous=device.startswith("cuda"),
-            )
+            fn = None if factory is None else factory(model)
+            return drift_plan_for_backend(model, offsets, shape, p.backend, fn)
 
         def done(plan: Any) -> None:
             if not self.drift_enabled or self.model is not model or self.pipeline is not p:
@@ -623,24 +546,14 @@ class Session(QObject):
             self.config.backend = backend
         if precision:
             self.config.precision = precision
-        model_before = self.model
-        standin_before = self.model_is_standin
-        timeout = self.stop_timeout_s()
-        core, grid, depth = self.core, self.grid_offsets, self.depth_um
+        args = (old, self.core, self.model, self.grid_offsets, self.depth_um)
         engine = (self.config.backend, self.config.precision, self.config.device)
+        standin, timeout = self.model_is_standin, self.stop_timeout_s()
 
         def work() -> LiveSetup:
-            if old is not None:
-                old.stop(timeout)
-            if model_path is not None:
-                from live_deepz.modelfile import load_model, resolve_model
-
-                model, standin = load_model(resolve_model(model_path)), False
-            else:
-                model, standin = model_before, standin_before
-            setup = make_live_session(core, model, grid, depth, *engine)
-            setup.standin = standin
-            return setup
+            return rebuild_live_session(
+                *args, engine, model_path=model_path, standin=standin, timeout=timeout
+            )
 
         def done(setup: LiveSetup) -> None:
             self.notice.emit("engine", "error", "")
@@ -661,12 +574,7 @@ class Session(QObject):
         self._emit_state()
 
     def backend_description(self) -> str:
-        p = self.pipeline
-        if p is None:
-            return ""
-        b = p.backend
-        name = getattr(b, "name", type(b).__name__)
-        return f"{name} · {getattr(b, 'precision', '?')} · {getattr(b, 'device', '?')}"
+        return describe_backend(None if self.pipeline is None else self.pipeline.backend)
 
     # ------------------------------------------------------------------ recording
     def start_recording(
@@ -689,15 +597,7 @@ class Session(QObject):
         timeout = self.stop_timeout_s()
 
         def work() -> None:
-            if p.state in ("stopping", "error"):
-                p.stop(timeout)
-            live.start_recording(rec)  # attaches while running: the camera keeps streaming
-            if p.state != "running":  # not live: the stream starts with the recorder
-                try:
-                    p.start()
-                except BaseException:
-                    live.stop_recording(complete=False)
-                    raise
+            if live.record(rec, timeout):  # attached while live; else the stream started
                 self._run_counter += 1
 
         def done(_: Any) -> None:
@@ -726,7 +626,6 @@ class Session(QObject):
         self._rec_stopping = True
         p = self.pipeline
         was_live = p is not None and p.state == "running"
-        stops_stream = stop_stream or rec.stops_pipeline
 
         def done(summary: Any) -> None:
             self.recorder = None
@@ -753,9 +652,7 @@ class Session(QObject):
         timeout = self.stop_timeout_s()
 
         def work() -> Any:
-            if stops_stream and p is not None and p.state in ("running", "stopping"):
-                p.stop(timeout)  # the engine may need seconds to finish its frame
-            return live.stop_recording(complete=complete)
+            return live.finish_recording(complete, stop_stream=stop_stream, timeout=timeout)
 
         self.tasks.submit(what, work, done, failed)
 
@@ -788,16 +685,8 @@ class Session(QObject):
             with contextlib.suppress(Exception):
                 dp.close()
         rec, self.recorder = self.recorder, None
-        if rec is not None:
-            with contextlib.suppress(Exception):
-                summary = rec.stop(complete=False)
-                logger.warning(
-                    "recording %s closed with the window; %d frame(s) without planes: run "
-                    "`live-deepz complete %s`",
-                    summary.path,
-                    summary.incomplete,
-                    summary.path,
-                )
+        if rec is not None and self.live is not None:
+            self.live.abandon_recording(rec)
         for sub in (self.planes_sub, self.raw_sub):
             if sub is not None:
                 sub.close()
