@@ -145,6 +145,9 @@ class _PlanState:
     """A dynamic plan's ``update(image_norm, frame_index, timestamp_ms)`` (drift compensation):
     called with each normalised frame before ``dpms_for_frame``; its ``describe()`` is then
     stored per frame, so recordings hold the DPM timeline."""
+    served: Callable[[int], float | None] | None = None
+    """A dynamic plan's ``served_um(frame_index)``: the shift it served a frame (stamped in
+    the frame's :class:`PlaneMeta`, so readers need not ask the plan)."""
 
 
 class _Run:
@@ -480,6 +483,7 @@ class LivePipeline:
             offsets_um=offsets,
             description=MappingProxyType(dict(plan.describe())),
             feedback=update if callable(update := getattr(plan, "update", None)) else None,
+            served=served if callable(served := getattr(plan, "served_um", None)) else None,
         )
 
     def _camera_shape(self) -> tuple[int, int] | None:
@@ -936,6 +940,7 @@ class LivePipeline:
 
         ps = self._plan_states.get(meta.plan_id, self._plan_state)  # the frame's own plan
         dpm_net = self._dpms(run, ps, meta, x)
+        served = None if ps.served is None else ps.served(meta.index)  # (this thread's value)
         t2 = time.perf_counter()
 
         pslot = run.planes.claim()
@@ -954,6 +959,7 @@ class LivePipeline:
                 plan_id=ps.plan_id,
                 plan=ps.description if ps.feedback is None else dict(ps.plan.describe()),
                 normalization=norm,
+                served_um=served,
             ),
             index=meta.index,
         )

@@ -406,6 +406,10 @@ class PlaneMeta:
     """``plan.describe()`` of the plan used (read-only)."""
     normalization: Any = None
     """The ``Normalization`` the frame was refocused with."""
+    served_um: float | None = None
+    """A dynamic plan's shift of its planes for this frame (µm, before the offsets; drift
+    compensation's served correction, clamped to the range), from the plan's
+    ``served_um(frame_index)`` on the inference thread; None for static plans."""
 
 
 class FrameRing(SlotRing[FrameMeta]):

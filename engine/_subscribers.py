@@ -99,6 +99,9 @@ class PlaneFrame:
     """Position of the frame's channel in the pipeline's channel list (0: one channel)."""
     normalization: Any = None
     """The ``Normalization`` the frame was refocused with."""
+    served_um: float | None = None
+    """A dynamic plan's shift of its planes for this frame (µm; e.g. the drift correction
+    served), stamped by the inference thread; None for static plans."""
 
     @property
     def latency_ms(self) -> float:
@@ -155,6 +158,7 @@ class _Reader(Generic[Frame]):
                 missed_before=missed,
                 channel=f.channel,
                 normalization=meta.normalization,
+                served_um=meta.served_um,
             )
         assert isinstance(meta, FrameMeta)
         return RawFrame(
