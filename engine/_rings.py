@@ -388,6 +388,10 @@ class FrameMeta:
     completed after a recording, with this plan)."""
     plan: Any = None
     """That plan object (``PlanePlan``)."""
+    norm_version: int = 0
+    """The normalisation version in force when the frame was popped (+1 per
+    ``refit_normalization``): a frame popped after a refit request is refocused with a
+    normalisation fitted on it or a later frame, never with the one before."""
 
 
 @dataclass(frozen=True, slots=True)
