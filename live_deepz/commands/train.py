@@ -446,8 +446,13 @@ def run(args: argparse.Namespace) -> int:
         result = trainer.fit(resume=args.resume)
         if env.is_main:
             print(
-                f"model: {result.model_path} (kept step {result.best_step}, lowest "
-                f"{tcfg.select_on} {result.best_score:.4g}; validation MAE "
+                f"model: {result.model_path} (kept step {result.best_step}, "
+                + (
+                    "the last one"
+                    if tcfg.select_on == "last"
+                    else f"lowest {tcfg.select_on} {result.best_score:.4g}"
+                )
+                + f"; validation MAE "
                 f"{result.best_val_mae:.4g}, before training {result.initial_val_mae:.4g}); "
                 f"{result.steps} steps in {result.wall_s:.0f} s; trained DPM range "
                 f"{s.dpm_range_um[0]:g}..{s.dpm_range_um[1]:g} um"
