@@ -42,9 +42,10 @@ def rows(rep: dict[str, Any]) -> dict[str, tuple[float | None, str]]:
             pm = cur.get("plus_minus_correlation") or []
             if pm:
                 far = max(pm, key=lambda item: item["d_um"])
-                out[f"{p} r(+{far['d_um']:g},-{far['d_um']:g}) vs scan"] = (
+                truth = far.get("noise_free", far["ground_truth"])
+                out[f"{p} r(+{far['d_um']:g},-{far['d_um']:g}) vs noise-free scan"] = (
                     far["model"],
-                    f"target:{far['ground_truth']}",
+                    f"target:{truth}",
                 )
         b = s.get("beads")
         if not b:

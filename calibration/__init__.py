@@ -39,8 +39,10 @@ from ._drift_plan import (
     DRIFT_CHUNK,
     DRIFT_MAX_EVERY_N,
     DRIFT_MIN_EVERY_N,
+    continue_drift_plan,
     drift_compensation_plan,
     drift_every_n,
+    drift_plan_for_backend,
 )
 from ._fit import (
     FIT_KINDS,
@@ -78,6 +80,7 @@ from ._wizard_model import (
     ReviewData,
     Step,
     StepResult,
+    live_surface_calibration,
 )
 
 __all__ = [
@@ -111,8 +114,10 @@ __all__ = [
     "SurfaceFit",
     "assess_calibration",
     "bead_fwhm",
+    "continue_drift_plan",
     "drift_compensation_plan",
     "drift_every_n",
+    "drift_plan_for_backend",
     "engine_refocus_fn",
     "estimate_focus",
     "estimate_focus_beads",
@@ -123,6 +128,7 @@ __all__ = [
     "focus_measure",
     "fwhm_summary",
     "known_failures_of",
+    "live_surface_calibration",
     "load_calibration",
     "save_calibration",
     "structure_ratio",

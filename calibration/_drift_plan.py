@@ -151,3 +151,42 @@ def drift_compensation_plan(
         plan_offsets,
         asynchronous=is_cuda if asynchronous is None else bool(asynchronous),
     )
+
+
+def continue_drift_plan(
+    plan: Any, offsets_um: np.ndarray, frame_shape: tuple[int, int], device: str = "cpu"
+) -> Any:
+    """The drift plan for new plane offsets, continuing ``plan``'s estimator and current
+    correction (the live planes changed while drift compensation is on)."""
+    from ._drift import DriftCompensationPlan
+
+    estimator = plan.estimator
+    offsets = np.asarray(offsets_um, dtype=float)
+    estimator.every_n = drift_every_n(estimator, frame_shape, int(offsets.size), device)
+    return DriftCompensationPlan(
+        estimator,
+        offsets,
+        initial_um=plan.correction_um() - estimator.target_offset_um,
+        asynchronous=str(device).startswith("cuda"),
+    )
+
+
+def drift_plan_for_backend(
+    model: Any,
+    offsets_um: np.ndarray,
+    frame_shape: tuple[int, int],
+    backend: Any,
+    refocus_fn: Any = None,
+) -> Any:
+    """:func:`drift_compensation_plan` on the device and precision of the live ``backend``
+    (asynchronous on CUDA)."""
+    device = str(getattr(backend, "device", "cpu"))
+    return drift_compensation_plan(
+        model,
+        offsets_um,
+        frame_shape,
+        device=device,
+        precision=str(getattr(backend, "precision", "auto")),
+        refocus_fn=refocus_fn,
+        asynchronous=device.startswith("cuda"),
+    )

@@ -493,3 +493,33 @@ class CalibrationWizardModel:
         if self.z_range_um is not None:
             plan.check_range(self.z_range_um, sf.shape)
         return plan
+
+
+def live_surface_calibration(
+    wizard_model: CalibrationWizardModel,
+    offsets_um: np.ndarray,
+    frame_shape: tuple[int, int],
+) -> Any:
+    """The wizard's fitted surface for the live planes ``offsets_um``, as an
+    :class:`live_deepz.engine.SurfaceCalibration` (``surface + offsets``).
+
+    Raises :class:`~live_deepz.errors.LiveDeepzError` before a fit, when surface + offsets
+    leave the model's range, or when the surface is not the camera's frame size.
+    """
+    from live_deepz.engine import SurfaceCalibration
+
+    plan = wizard_model.apply_to_plan(offsets_um)
+    surface = plan.surface_um
+    shape = tuple(int(v) for v in frame_shape)
+    if surface is None or tuple(surface.shape) != shape:
+        got = "no" if surface is None else f"a {surface.shape[0]}×{surface.shape[1]} px"
+        raise InputError(
+            f"The calibration has {got} surface but the camera's frames are "
+            f"{shape[0]}×{shape[1]} px: calibrate on a live frame (or an image of the "
+            "camera's size)"
+        )
+    sf = wizard_model.surface_fit
+    summary = ""
+    if sf is not None:
+        summary = sf.summary().splitlines()[1] if sf.kind != "smooth" else "smooth surface"
+    return SurfaceCalibration(surface, plan.describe().get("surface"), summary or "fitted surface")

@@ -18,6 +18,7 @@ pymmcore-plus dependency; a Qt adapter forwards them to Qt signals on the UI thr
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from ._pipeline import LivePipeline
 from ._recorder import _BUFFER_MB, Recorder, RecordingSummary
 
 __all__ = ["LiveSession", "recorder_ring_slots"]
+
+logger = logging.getLogger("live_deepz.engine")
 
 
 def recorder_ring_slots(
@@ -170,6 +173,23 @@ class LiveSession:
         self.planChanged.emit(pid, plan)
         return pid
 
+    def try_set_plan(self, plan: Any) -> bool:
+        """:meth:`set_plan`, or False when the running pipeline has no room for the plan's
+        planes (then :meth:`set_plan_stopped` and start again); other refusals raise."""
+        try:
+            self.set_plan(plan)
+        except InputError as exc:
+            if "room" not in str(exc) or self.state not in ("running", "stopping"):
+                raise
+            return False
+        return True
+
+    def set_plan_stopped(self, plan: Any, timeout: float = 5.0) -> None:
+        """Stop the stream and use ``plan`` (more planes than the running pipeline has room
+        for; the caller starts live again)."""
+        self.pipeline.stop(timeout)
+        self.pipeline.set_plan(plan)
+
     # ------------------------------------------------------------------ recording
     def recorder_for(
         self,
@@ -218,6 +238,52 @@ class LiveSession:
             self.recorder = None
         self.recordingFinished.emit(summary)
         return summary
+
+    def record(self, recorder: Recorder, timeout: float = 5.0) -> bool:
+        """Start ``recorder`` (a :meth:`recorder_for`): attached to the running stream (the
+        camera keeps streaming), or, when not live, the stream starts with it (returns
+        True; a stream that fails to start ends the recording). A stream that stopped or
+        failed is stopped first (waiting up to ``timeout`` s)."""
+        p = self.pipeline
+        if p.state in ("stopping", "error"):
+            p.stop(timeout)
+        self.start_recording(recorder)
+        if p.state == "running":
+            return False
+        try:
+            p.start()
+        except BaseException:
+            self.stop_recording(complete=False)
+            raise
+        return True
+
+    def finish_recording(
+        self, complete: bool | None = None, *, stop_stream: bool = False, timeout: float = 5.0
+    ) -> RecordingSummary | None:
+        """:meth:`stop_recording`, stopping the stream first when ``stop_stream`` or when
+        the recording started it (the engine may need seconds to finish its frame)."""
+        rec = self.recorder
+        stops = stop_stream or (rec is not None and rec.stops_pipeline)
+        if stops and self.pipeline.state in ("running", "stopping"):
+            self.pipeline.stop(timeout)
+        return self.stop_recording(complete=complete)
+
+    def abandon_recording(self, recorder: Recorder | None = None) -> None:
+        """Close a recording without completing its planes (the app closes); logs how to
+        complete it later. ``recorder``: one not (yet) attached here."""
+        rec = recorder or self.recorder
+        self.recorder = None
+        if rec is None:
+            return
+        with contextlib.suppress(Exception):
+            summary = rec.stop(complete=False)
+            logger.warning(
+                "recording %s closed with the window; %d frame(s) without planes: run "
+                "`live-deepz complete %s`",
+                summary.path,
+                summary.incomplete,
+                summary.path,
+            )
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop recording and streaming; close a plan that holds threads (drift)."""

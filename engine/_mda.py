@@ -503,9 +503,11 @@ class MDAProcessor:
                 if writer is not None:
                     writer.missing(key, msg)
 
+        made: dict[int, PlanePlan | None] = {}  # position 0's plan, made first for the offsets
+
         def plan_of(p: int) -> PlanePlan:
             if p not in plans:
-                pl = plans[p] = self._plan_for(p)
+                pl = plans[p] = made.pop(p, None) or self._plan_for(p)
                 if writer is not None:
                     writer.set_plan(
                         p,
@@ -516,7 +518,7 @@ class MDAProcessor:
             return plans[p]
 
         try:
-            first = self._plan_for(0)
+            first = made[0] = self._plan_for(0)  # a factory is called once per position
             offsets = np.asarray(first.offsets_um, np.float64).reshape(-1)
             if self.output is not None:
                 writer = MDAPlaneWriter(

@@ -145,6 +145,9 @@ class _PlanState:
     """A dynamic plan's ``update(image_norm, frame_index, timestamp_ms)`` (drift compensation):
     called with each normalised frame before ``dpms_for_frame``; its ``describe()`` is then
     stored per frame, so recordings hold the DPM timeline."""
+    served: Callable[[int], float | None] | None = None
+    """A dynamic plan's ``served_um(frame_index)``: the shift it served a frame (stamped in
+    the frame's :class:`PlaneMeta`, so readers need not ask the plan)."""
 
 
 class _Run:
@@ -326,7 +329,10 @@ class LivePipeline:
         self._norms: dict[int, Normalization] = (
             {} if normalization is None else dict.fromkeys(range(n_c), normalization)
         )
-        self._refit: set[int] = set()
+        self._norm_version = 0
+        """+1 per ``refit_normalization``; stamped on each frame at the pop."""
+        self._norm_fitted: dict[int, int] = dict.fromkeys(self._norms, 0)
+        """Channel -> the version its normalisation was fitted for."""
         self._allow_oor = bool(allow_out_of_range)
         self._frame_number_key = frame_number_key
         self._max_backlog = lossless_max_backlog
@@ -480,6 +486,7 @@ class LivePipeline:
             offsets_um=offsets,
             description=MappingProxyType(dict(plan.describe())),
             feedback=update if callable(update := getattr(plan, "update", None)) else None,
+            served=served if callable(served := getattr(plan, "served_um", None)) else None,
         )
 
     def _camera_shape(self) -> tuple[int, int] | None:
@@ -522,8 +529,9 @@ class LivePipeline:
             return ps.plan_id
 
     def refit_normalization(self) -> None:
-        """Fit the normalisation again on the next frame (of each channel; then keep it)."""
-        self._refit = set(range(len(self._backends)))
+        """Fit the normalisation again on the next frame popped from the camera (of each
+        channel; then keep it): frames carry the version in force when they were popped."""
+        self._norm_version += 1
 
     # ------------------------------------------------------------------ subscribers
     def subscribe_latest(self, kind: Literal["planes", "raw"] = "planes") -> LatestSubscriber:
@@ -909,7 +917,7 @@ class LivePipeline:
         image = slot.arrays["image"]
         c = meta.channel
         norm = self._norms.get(c)
-        if norm is None or c in self._refit:
+        if norm is None or meta.norm_version > self._norm_fitted.get(c, -1):
             np.copyto(x, image, casting="unsafe")
             if not frames.still_valid(slot, gen):
                 stats.on_engine_dropped(1)
@@ -924,7 +932,7 @@ class LivePipeline:
                     "visible."
                 ) from e
             self._norms[c] = norm
-            self._refit.discard(c)
+            self._norm_fitted[c] = meta.norm_version
             norm.apply(x, out=x)
         else:
             norm.apply(image, out=x)
@@ -936,6 +944,7 @@ class LivePipeline:
 
         ps = self._plan_states.get(meta.plan_id, self._plan_state)  # the frame's own plan
         dpm_net = self._dpms(run, ps, meta, x)
+        served = None if ps.served is None else ps.served(meta.index)  # (this thread's value)
         t2 = time.perf_counter()
 
         pslot = run.planes.claim()
@@ -954,6 +963,7 @@ class LivePipeline:
                 plan_id=ps.plan_id,
                 plan=ps.description if ps.feedback is None else dict(ps.plan.describe()),
                 normalization=norm,
+                served_um=served,
             ),
             index=meta.index,
         )
@@ -1100,6 +1110,7 @@ class _Popper:
             channel=channel,
             plan_id=ps.plan_id,
             plan=ps.plan,
+            norm_version=self.p._norm_version,
         )
         run.stats.on_frame_in(arrival, time.perf_counter() - t0, cam_no, cam_t)
         ring.publish(slot, fmeta)

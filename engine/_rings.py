@@ -388,6 +388,10 @@ class FrameMeta:
     completed after a recording, with this plan)."""
     plan: Any = None
     """That plan object (``PlanePlan``)."""
+    norm_version: int = 0
+    """The normalisation version in force when the frame was popped (+1 per
+    ``refit_normalization``): a frame popped after a refit request is refocused with a
+    normalisation fitted on it or a later frame, never with the one before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +410,10 @@ class PlaneMeta:
     """``plan.describe()`` of the plan used (read-only)."""
     normalization: Any = None
     """The ``Normalization`` the frame was refocused with."""
+    served_um: float | None = None
+    """A dynamic plan's shift of its planes for this frame (µm, before the offsets; drift
+    compensation's served correction, clamped to the range), from the plan's
+    ``served_um(frame_index)`` on the inference thread; None for static plans."""
 
 
 class FrameRing(SlotRing[FrameMeta]):

@@ -126,3 +126,33 @@ def scope_na(core: Any, is_sim: bool) -> float | None:
             if m:
                 return float(m.group(1))
     return None
+
+
+def model_notices(standin: bool, problems: list[str]) -> tuple[str, str]:
+    """``(model, mismatch)`` texts for the app's message bar ("" clears one): an untrained
+    stand-in is an error, a model that does not fit the optics a warning."""
+    model = (
+        "No trained model installed — showing an UNTRAINED network. The planes below are NOT "
+        "refocused images. Open a model folder in the Model panel (written by "
+        "`live-deepz train`)."
+        if standin
+        else ""
+    )
+    mismatch = (
+        f"Model mismatch: {'; '.join(problems)}. The refocused planes will be wrong: choose a "
+        "model trained for this objective and camera."
+        if problems and not standin
+        else ""
+    )
+    return model, mismatch
+
+
+def pixel_size_of(core: Any) -> float | None:
+    """The core's pixel size (µm), None when there is no core or it is not calibrated."""
+    if core is None:
+        return None
+    try:
+        px = float(core.getPixelSizeUm())
+    except Exception:
+        return None
+    return px if px > 0 else None

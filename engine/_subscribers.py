@@ -70,6 +70,10 @@ class RawFrame:
     """The plan in force when the frame was popped from the camera."""
     plan: Any = None
     """That plan object (``PlanePlan``)."""
+    norm_version: int = 0
+    """The normalisation version in force when the frame was popped (+1 per
+    ``refit_normalization``): a frame popped after a refit request is refocused with a
+    normalisation fitted on it or a later frame, never with the one before."""
 
 
 @dataclass(slots=True)
@@ -99,6 +103,11 @@ class PlaneFrame:
     """Position of the frame's channel in the pipeline's channel list (0: one channel)."""
     normalization: Any = None
     """The ``Normalization`` the frame was refocused with."""
+    norm_version: int = 0
+    """The normalisation version stamped when the raw frame was popped (``FrameMeta``)."""
+    served_um: float | None = None
+    """A dynamic plan's shift of its planes for this frame (µm; e.g. the drift correction
+    served), stamped by the inference thread; None for static plans."""
 
     @property
     def latency_ms(self) -> float:
@@ -155,6 +164,8 @@ class _Reader(Generic[Frame]):
                 missed_before=missed,
                 channel=f.channel,
                 normalization=meta.normalization,
+                norm_version=f.norm_version,
+                served_um=meta.served_um,
             )
         assert isinstance(meta, FrameMeta)
         return RawFrame(
@@ -169,6 +180,7 @@ class _Reader(Generic[Frame]):
             channel=meta.channel,
             plan_id=meta.plan_id,
             plan=meta.plan,
+            norm_version=meta.norm_version,
         )
 
 

@@ -64,3 +64,39 @@ def test_rings_reserved_for_a_later_recorder_and_bad_scales() -> None:
             StaticPlanePlan([0.0]),
             channels=["a", "b"],
         )
+
+
+def test_record_starts_the_stream_when_not_live_and_finish_stops_it(tmp_path: Path) -> None:
+    from live_deepz.engine import grab_frame
+
+    core = sim_core(exposure_ms=5.0)
+    live = LiveSession(core, _model(), FakeBackend(), StaticPlanePlan([0.0]))
+    try:
+        image, where = grab_frame(core, live.pipeline)  # not live: one snapped frame
+        assert image.shape == (int(core.getImageHeight()), int(core.getImageWidth()))
+        assert "snapped" in where
+        rec = live.recorder_for(tmp_path / "b.ome.tif", progress=False)
+        assert live.record(rec) is True and live.state == "running"  # the stream started
+        assert wait_for(lambda: rec.frames_written >= 3)
+        image, where = grab_frame(core, live.pipeline)
+        assert "newest live frame" in where
+        summary = live.finish_recording(complete=False)
+        assert summary is not None and live.state != "running"  # it stopped what it started
+        assert live.finish_recording() is None
+        # a plan with more planes than the stopped pipeline's room is set stopped
+        assert live.try_set_plan(StaticPlanePlan([-1.0, 1.0])) is True
+    finally:
+        live.close()
+
+
+def test_abandon_recording_logs_how_to_complete_it(tmp_path: Path, caplog: Any) -> None:
+    live = LiveSession(sim_core(exposure_ms=5.0), _model(), FakeBackend(), StaticPlanePlan([0.0]))
+    try:
+        live.start()
+        rec = live.start_recording(tmp_path / "c.ome.tif", progress=False)
+        assert wait_for(lambda: rec.frames_written >= 2)
+        with caplog.at_level("WARNING", logger="live_deepz.engine"):
+            live.abandon_recording()
+        assert not live.recording and "live-deepz complete" in caplog.text
+    finally:
+        live.close()

@@ -257,10 +257,16 @@ class ShiftPlan:
 def test_mda_dynamic_plan_per_position(core: Any, tmp_path: Path) -> None:
     out = tmp_path / "drift.ome.zarr"
     plans: dict[int, ShiftPlan] = {}
+
+    def factory(p: int) -> ShiftPlan:
+        assert p not in plans  # one plan per position, made once
+        plans[p] = ShiftPlan([0.0, 1.0])
+        return plans[p]
+
     proc = MDAProcessor(
         core,
         FakeBackend(),
-        lambda p: plans.setdefault(p, ShiftPlan([0.0, 1.0])),
+        factory,
         dpm_scale_um=SCALE,
         output=out,
         ring_slots=16,  # holds every frame: all refocused in order (during pauses or after)

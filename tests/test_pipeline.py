@@ -471,6 +471,30 @@ def test_restart_keeps_the_normalisation() -> None:
     p.stop()
 
 
+def test_frames_carry_the_normalisation_version_of_their_pop() -> None:
+    """A refit applies to frames popped after it was asked for (stamped at the pop), so a
+    backlog of older frames keeps the normalisation they were acquired under."""
+    p = make(sim_core(exposure_ms=3.0), FakeBackend(delay=0.01), mode="lossless")
+    planes = Collector(p.subscribe_all(maxsize=512))
+    raw = Collector(p.subscribe_raw(maxsize=512))
+    p.start()
+    wait_until(processed(p, 3))
+    p.refit_normalization()
+    wait_until(lambda: any(f.norm_version == 1 for f in list(planes.frames)))
+    wait_until(processed(p, p.stats().frames_processed + 3))
+    p.stop()
+    planes.join()
+    raw.join()
+    assert [f.norm_version for f in raw.frames] == sorted(f.norm_version for f in raw.frames)
+    assert {f.norm_version for f in raw.frames} == {0, 1}
+    by_version: dict[int, set[int]] = {}
+    for f in planes.frames:
+        by_version.setdefault(f.norm_version, set()).add(id(f.normalization))
+    assert set(by_version) == {0, 1}
+    assert len(by_version[0]) == 1 and len(by_version[1]) == 1  # one fit per version
+    assert by_version[0] != by_version[1]
+
+
 # ----------------------------------------------------------------------------- plans
 
 

@@ -26,7 +26,12 @@ from live_deepz.modelfile import (
 from live_deepz.network import DeepZConfig, DeepZGenerator
 from live_deepz.training import FocusSampler, SamplingConfig, recipe
 from live_deepz.training.pairs import FieldStack, PairConfig, PairData, build_pairs
-from live_deepz.training.trainer import TrainConfig, Trainer, train
+from live_deepz.training.trainer import TrainConfig, Trainer, load_checkpoint_tensors, train
+
+
+def _checkpoint(folder):  # type: ignore[no-untyped-def]
+    return load_checkpoint_tensors(folder / "checkpoint")[0]
+
 
 TINY_FAST = TrainConfig(
     width=0.0625,
@@ -171,6 +176,18 @@ def test_tiny_fast_recipe_run_records_the_recipe(data, tmp_path) -> None:
     assert all(np.isfinite(h["val_balanced_mae"]) for h in hist)
 
 
+def test_select_last_keeps_the_final_weights(data, tmp_path) -> None:
+    cfg = dataclasses.replace(TINY_FAST, pretrain_steps=4, select_on="last", val_every=1)
+    res = train(data, cfg, tmp_path / "last")
+    assert res.best_step == 4
+    with pytest.warns(UnfinishedModelWarning):
+        model = load_model(tmp_path / "last")
+    assert model.card.training["best_step"] == 4
+    assert model.card.training["selection_metric"] == "last"
+    final = {k[2:]: v for k, v in _checkpoint(tmp_path / "last").items() if k.startswith("G/")}
+    assert all(torch.equal(final[k], v) for k, v in model.generator.state_dict().items())
+
+
 def test_time_budget_ends_the_run_and_anneals(data, tmp_path) -> None:
     cfg = dataclasses.replace(TINY_FAST, pretrain_steps=10_000, time_budget_s=1e-3)
     res = train(data, cfg, tmp_path / "budget")
@@ -260,6 +277,7 @@ def test_recipes_have_the_documented_defaults() -> None:
         64,
     )
     assert fast.sampling is not None and fast.sampling.centred_fraction == 0.8
+    assert fast.select_on == "last" and paper.select_on == "val_mae"
     assert (paper.loss, paper.residual, paper.lr_g, paper.sampling) == ("l1", False, 1e-4, None)
     assert recipe("paper", "cuda").steps == 21000 and recipe("paper", "cuda").width == 1.0
     with pytest.raises(InputError, match="unknown recipe"):

@@ -119,3 +119,26 @@ def test_recorder_journals_the_dpm_timeline_and_completion_uses_it(tmp_path: Pat
     (tmp_path / "drift.journal.jsonl").unlink()
     with open_recording(out) as r:
         assert len(r.metadata["dpm_timeline"]["frame_index"]) == n_served
+
+
+def test_planes_carry_the_shift_their_plan_served() -> None:
+    """The display reads a drift plan's served correction from the planes (stamped on the
+    inference thread), not from the plan; a static plan's planes carry None."""
+    from live_deepz.dpm import StaticPlanePlan
+
+    plan = FakeDriftPlan()
+    pl = LivePipeline(
+        sim_core(exposure_ms=5.0), FakeBackend(), plan, z_range_um=(-10.0, 10.0), dpm_scale_um=10.0
+    )
+    sub = pl.subscribe_all()
+    pl.start()
+    try:
+        got = [sub.get(timeout=5.0) for _ in range(5)]
+        pl.set_plan(StaticPlanePlan(OFFSETS))
+        assert wait_for(lambda: (f := sub.get(timeout=1.0)) is not None and f.plan_id == 1)
+        static = sub.get(timeout=5.0)
+    finally:
+        pl.stop()
+    for pf in got:
+        assert pf is not None and pf.served_um == pytest.approx(RATE_UM * pf.index)
+    assert static is not None and static.plan_id == 1 and static.served_um is None

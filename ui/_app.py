@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,7 +242,11 @@ def _timed_run(app: QApplication, win: MainWindow, options: AppOptions) -> int:
         print(f"live-deepz: the session did not start:\n{win.messages.text()}", file=sys.stderr)
         return 1
     win.probe.reset()
+    st0 = s.pipeline.stats() if s.pipeline is not None else None
+    t0 = time.perf_counter()
     wait_for(lambda: False, options.seconds or 0.0)
+    st1 = s.pipeline.stats() if s.pipeline is not None else None
+    window_s = time.perf_counter() - t0
     # a slow CPU engine may not have finished its first frame yet: give it time
     if not wait_for(lambda: win.grid.frames_shown > 0 and win.mip.frames_shown > 0, 60.0):
         print("live-deepz: warning: no refocused planes were displayed yet", file=sys.stderr)
@@ -254,12 +258,15 @@ def _timed_run(app: QApplication, win: MainWindow, options: AppOptions) -> int:
     if not win.grab().save(str(path)):
         print(f"live-deepz: could not write the screenshot {path}", file=sys.stderr)
         return 1
-    st = s.pipeline.stats() if s.pipeline is not None else None
     loop = win.probe.stats()
     print("regions " + json.dumps(window_regions(win)))
-    fps = f"{st.fps_out:.1f}" if st is not None and math.isfinite(st.fps_out) else "?"
+    # processed frames per second over the whole --seconds window (not the last 2 s)
+    fps = "? fps"
+    if st0 is not None and st1 is not None and window_s > 0:
+        n = st1.frames_processed - st0.frames_processed
+        fps = f"{n / window_s:.1f} fps ({n} frames in {window_s:.0f} s)"
     print(
-        f"screenshot: {path} ({win.width()}×{win.height()}); processed {fps} fps; UI loop "
+        f"screenshot: {path} ({win.width()}×{win.height()}); processed {fps}; UI loop "
         f"lateness p50 {loop.p50_ms:.1f} ms, p99 {loop.p99_ms:.1f} ms"
     )
     return 0

@@ -2,7 +2,7 @@
 
 Each panel takes the :class:`~live_deepz.ui.Session` it controls. Stage and exposure
 widgets are plain spin boxes bound to the core and to its events (re-emitted on the UI
-thread by :class:`~live_deepz.ui._session.CoreEvents`), so a change made elsewhere (another
+thread by :class:`~live_deepz.ui.CoreEvents`), so a change made elsewhere (another
 program, the stage's own knob) shows up here. pymmcore-widgets' stage widget is not used: it
 draws its arrows with icons fetched from the internet (pyconify), which fails offline.
 """

@@ -459,8 +459,7 @@ class MainWindow(QMainWindow):
         zero = np.flatnonzero(np.abs(np.asarray(pf.offsets_um)) < 1e-9)
         if zero.size == 0:
             return
-        dp = self.session.drift_plan
-        corr = dp.served_um(pf.index) if dp is not None else None  # clamped to the range
+        corr = pf.served_um  # stamped by the engine when it served the frame (clamped)
         if corr is None:
             corr = pf.plan.get("correction_um")
         ctext = f" · planes at {corr:+.2f} µm" if isinstance(corr, int | float) else ""

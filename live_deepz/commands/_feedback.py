@@ -5,7 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["LONG_COMPLETION_S", "completion_notice", "format_duration", "record_progress_line"]
+__all__ = [
+    "LONG_COMPLETION_S",
+    "completion_notice",
+    "format_duration",
+    "live_cpu_threads",
+    "record_progress_line",
+]
 
 LONG_COMPLETION_S = 20.0
 """A completion after ``record`` longer than this gets its estimate and the choices printed."""
@@ -57,3 +63,19 @@ def record_progress_line(frames_written: int, stats: Any) -> str:
     if behind and ms is not None and ms > 0:
         line += f", {behind} to complete after stop (~{format_duration(behind * ms / 1000)})"
     return line
+
+
+def live_cpu_threads(device: str) -> int | None:
+    """Inference threads for a live engine: 1 on a CPU of at most 4 cores (the camera and
+    the recorder need the others; with 2 OpenMP threads on a busy 2-core machine one
+    completion frame took 3.2 s instead of 0.35 s), else None (torch's default)."""
+    import os
+
+    if str(device).startswith("cuda"):
+        return None
+    if device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+    return 1 if (os.cpu_count() or 1) <= 4 else None

@@ -44,7 +44,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..sample_names import sample_argument, samples_help
-from ._feedback import print_completion_notice, record_progress_line
+from ._feedback import live_cpu_threads, print_completion_notice, record_progress_line
 from .refocus import add_plan_arguments, add_units_argument, build_plan, load_models
 
 __all__ = ["add_arguments", "run"]
@@ -323,7 +323,11 @@ def _run(args: argparse.Namespace) -> int:
         for m in models:
             if id(m) not in made:
                 made[id(m)] = create_backend(
-                    args.backend, m.generator, precision=args.precision, device=args.device
+                    args.backend,
+                    m.generator,
+                    precision=args.precision,
+                    device=args.device,
+                    num_threads=live_cpu_threads(args.device),
                 )
         backends = [made[id(m)] for m in models]
         backend = backends[0]
