@@ -57,6 +57,7 @@ from live_deepz.errors import InputError, LiveDeepzError
 from live_deepz.normalize import Normalization, fit_normalization
 from live_deepz.recording import MDAPlaneWriter, complete_mda_recording, event_key, mda_sizes
 
+from ._offline import _model_meta
 from ._refocuser import Refocuser
 from ._rings import FrameMeta, FrameRing, RingClosed
 
@@ -729,16 +730,6 @@ def _connect_direct(signal: Any, slot: Callable[..., Any]) -> None:
         signal.connect(slot, qtcore.Qt.ConnectionType.DirectConnection)
     else:
         signal.connect(slot)
-
-
-def _model_meta(model: Any) -> dict[str, Any]:
-    card = model.card
-    return {
-        "name": card.name,
-        "path": str(model.path),
-        "weights_sha256": model.weights_sha256,
-        "card": card.to_dict(),
-    }
 
 
 def _describe(backends: Any) -> Any:

@@ -45,7 +45,13 @@ from typing import Any
 from ..errors import InputError
 from ..sample_names import sample_argument, samples_help
 from ._feedback import live_cpu_threads, print_completion_notice, record_progress_line
-from .refocus import add_plan_arguments, add_units_argument, build_plan, load_models
+from .refocus import (
+    add_plan_arguments,
+    add_units_argument,
+    build_plan,
+    core_pixel_size_um,
+    load_models,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -310,12 +316,7 @@ def _run(args: argparse.Namespace) -> int:
     core = _open_core(args)
     camera_channels = None if names is None else _camera_channels(core, args, names)
     shape = (int(core.getImageHeight()), int(core.getImageWidth()))
-    try:
-        px = float(core.getPixelSizeUm())
-    except Exception:
-        px = 0.0
-    if not px > 0:
-        px = float(model.card.optics.get("pixel_size_um", 1.0))
+    px = core_pixel_size_um(core, model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = build_plan(args, shape, px, default_planes=DEFAULT_PLANES)

@@ -67,7 +67,7 @@ def run_mda_record(args: argparse.Namespace, open_core: Any, drift_plan: Any) ->
     from ..dpm import StaticPlanePlan
     from ..engine import MDAProcessor, create_backend  # type: ignore[import-not-found]
     from ..recording import mda_paths, mda_sizes
-    from .refocus import build_plan, load_models
+    from .refocus import build_plan, core_pixel_size_um, load_models
 
     for opt, value in (
         ("--frames", args.frames),
@@ -105,12 +105,7 @@ def run_mda_record(args: argparse.Namespace, open_core: Any, drift_plan: Any) ->
     core = open_core(args)
     names = _check_channels(core, sequence, args.mda)
     shape = (int(core.getImageHeight()), int(core.getImageWidth()))
-    try:
-        px = float(core.getPixelSizeUm())
-    except Exception:
-        px = 0.0
-    if not px > 0:
-        px = float(model.card.optics.get("pixel_size_um", 1.0))
+    px = core_pixel_size_um(core, model)
     base = build_plan(args, shape, px, default_planes="-4:4:2")
     made: dict[int, Any] = {}
     for m in models:

@@ -190,6 +190,17 @@ def load_surface_file(
     )
 
 
+def core_pixel_size_um(core: Any, model: Any) -> float:
+    """The microscope's pixel size (µm), or the model card's when the core has none set."""
+    try:
+        px = float(core.getPixelSizeUm())
+    except Exception:
+        px = 0.0
+    if not px > 0:
+        px = float(model.card.optics.get("pixel_size_um", 1.0))
+    return px
+
+
 def build_plan(
     args: argparse.Namespace,
     shape: tuple[int, int],
