@@ -335,6 +335,14 @@ def test_config_and_sample_names_are_checked() -> None:
         EvalConfig(dz_um="a:b")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="normalisation"):
         EvalConfig(input_norm="edf")
+    with pytest.raises(InputError, match="--bead-thickness"):
+        EvalConfig(bead_thickness_um=0.0)
+    from live_deepz.optics import Optics
+
+    optics = Optics()
+    thin = sample_for("beads", 0, 64, optics)
+    slab = sample_for("beads", 0, 64, optics, bead_thickness_um=10.0)
+    assert thin.params["thickness_um"] == 8.0 and slab.params["thickness_um"] == 10.0
 
 
 # ----------------------------------------------------------------------------- CLI

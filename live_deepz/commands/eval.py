@@ -87,6 +87,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "whole trained range)",
     )
     parser.add_argument(
+        "--bead-thickness",
+        type=float,
+        default=8.0,
+        metavar="UM",
+        help="beads: thickness of the gel slab, µm (default 8; 10 = a ±5 µm slab)",
+    )
+    parser.add_argument(
         "--exposure-ms",
         type=float,
         default=20.0,
@@ -267,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         input_z_um=args.input_z,  # type: ignore[arg-type]
         bead_offsets_um=args.bead_offsets,  # type: ignore[arg-type]
         bead_search_um=args.bead_search,
+        bead_thickness_um=args.bead_thickness,
         exposure_ms=args.exposure_ms,
         input_norm=args.input_norm,
         backend=args.backend,

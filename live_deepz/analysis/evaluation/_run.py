@@ -193,6 +193,8 @@ class EvalConfig:
     """Each input's virtual bead stack spans the input ± this (within the model's range)."""
     bead_step_um: float = 0.5
     """z step of the bead stacks (paper: 0.5 µm)."""
+    bead_thickness_um: float = 8.0
+    """Thickness of the ``beads`` sample's gel slab (µm; 10 = issue 14's ±5 µm slab)."""
     exposure_ms: float = 20.0
     input_norm: str = "stack"
     """``stack`` (the scanned stack's normalisation) or ``self`` (fit on the input image)."""
@@ -216,6 +218,10 @@ class EvalConfig:
             raise InputError("the bead search range must be at least two bead steps")
         if not self.exposure_ms > 0:
             raise InputError(f"exposure must be > 0 ms, got {self.exposure_ms}")
+        if not 0 < self.bead_thickness_um <= 40:
+            raise InputError(
+                f"--bead-thickness must lie in (0, 40] µm, got {self.bead_thickness_um}"
+            )
         if self.input_norm not in ("stack", "self"):
             raise InputError(
                 f"input normalisation must be 'stack' or 'self', not {self.input_norm!r}"
@@ -236,14 +242,19 @@ class EvalResult:
 # Samples
 
 
-def sample_for(name: str, seed: int, size: int, optics: Optics) -> Any:
-    """The evaluation sample ``name`` (see :data:`SAMPLES`) for a ``size`` px field."""
+def sample_for(
+    name: str, seed: int, size: int, optics: Optics, bead_thickness_um: float = 8.0
+) -> Any:
+    """The evaluation sample ``name`` (see :data:`SAMPLES`) for a ``size`` px field
+    (``bead_thickness_um``: the gel slab of ``beads``)."""
     from live_deepz.sim import samples
 
     size_um = max(size * optics.pixel_size_um + 2 * 40.0, 120.0)
     s = SAMPLE_SEED_BASE + int(seed)
     if name == "beads":
-        return samples.beads_volume(s, size_um=size_um, thickness_um=8.0, density_per_1000um3=1.0)
+        return samples.beads_volume(
+            s, size_um=size_um, thickness_um=bead_thickness_um, density_per_1000um3=1.0
+        )
     if name == "beads-flat":
         return samples.beads_flat(s, size_um=size_um)
     if name == "worm":
@@ -789,7 +800,7 @@ def _evaluate_sample(
     t0 = time.perf_counter()
     optics = model.card.optics_obj
     shape = (int(cfg.size), int(cfg.size))
-    sample = sample_for(name, cfg.seed, cfg.size, optics)
+    sample = sample_for(name, cfg.seed, cfg.size, optics, cfg.bead_thickness_um)
     renderer = Renderer(optics, shape)
     truth = _bead_truth(sample, renderer)
     z_range = (float(model.card.z_range_um[0]), float(model.card.z_range_um[1]))
@@ -811,7 +822,7 @@ def _evaluate_sample(
     rep: dict[str, Any] = {
         "sample": {
             "name": name,
-            "description": SAMPLES[name],
+            "description": SAMPLES[name].replace("8 µm", f"{cfg.bead_thickness_um:g} µm"),
             "generator": sample.params.get("generator"),
             "seed": SAMPLE_SEED_BASE + int(cfg.seed),
             "params": sample.params,
