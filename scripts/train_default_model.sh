@@ -30,7 +30,7 @@ dest=live_deepz/models/$name
 mkdir -p "$dest"
 cp "$out/model.safetensors" "$out/card.json" "$dest/"
 # the bundled model's name and a description; the measured figures are added after
-# `live-deepz eval` (benchmarks/RESULTS.md, session 4)
+# `live-deepz eval` (benchmarks/RESULTS.md)
 python3 - "$dest/card.json" "$name" <<'PY'
 import json, sys
 path = sys.argv[1]
@@ -38,7 +38,7 @@ card = json.load(open(path))
 t = card["training"]
 card["name"] = sys.argv[2]
 card["description"] = (
-    "Default Deep-Z model for the simulator's 20x/0.75 NA air objective (0.325 um pixels, "
+    "Deep-Z model for the simulator's 20x/0.75 NA air objective (0.325 um pixels, "
     "0.6 um emission, aqueous sample, 185 um coverslip). Width 0.25 global-residual U-Net, "
     f"trained on CPU with the 'fast' recipe: {t['steps']} MSE steps in "
     f"{t['wall_time_s'] / 60:.0f} min (stopped by {t['stopped_by']}), no GAN phase. "
