@@ -124,6 +124,26 @@ def test_focus_sampler_batches_are_a_pure_function_of_seed_and_batch(data) -> No
     assert not torch.equal(s.batch(8, 4)[0], x1)
 
 
+def test_focus_sampler_balances_stacks_on_request(tmp_path) -> None:
+    stacks = [
+        FieldStack(synth_stack(size=64, seed=70, n_beads=n), 0.5, 0.325, name=f"b{n}.tif")
+        for n in (40, 4)
+    ]
+    unequal = build_pairs(stacks, PairConfig(patch=32, z_half_range_um=2.0, align=False), tmp_path)
+    cfg = SamplingConfig(crop=16, jitter_px=4, centred_fraction=1.0)
+
+    def dense_share(balance: str) -> float:
+        s = FocusSampler(unequal, dataclasses.replace(cfg, balance=balance), seed=0)
+        rng = np.random.default_rng(1)
+        return float(np.mean([s.regions[s.item(rng)[0]].field == 0 for _ in range(600)]))
+
+    by_object = dense_share("objects")
+    assert by_object > 0.75  # the 40-bead stack holds most objects
+    assert abs(dense_share("stacks") - 0.5) < 0.08
+    with pytest.raises(InputError, match="--balance"):
+        SamplingConfig(balance="regions")
+
+
 def test_focus_sampler_refuses_crops_larger_than_the_regions(data) -> None:
     with pytest.raises(InputError, match="do not fit"):
         FocusSampler(data, SamplingConfig(crop=48))

@@ -200,6 +200,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fast: fraction of crops centred on an object (default 0.8)",
     )
     t.add_argument(
+        "--balance",
+        choices=("objects", "stacks"),
+        help="fast: a centred crop picks any object equally (objects, default) or a stack "
+        "first, each equally, then one of its objects (stacks)",
+    )
+    t.add_argument(
         "--focus-target-fraction",
         type=float,
         help="fast: fraction of centred crops whose target is the object's focus ±1 (0.5)",
@@ -350,12 +356,17 @@ def run(args: argparse.Namespace) -> int:
                     for k, v in (
                         ("centred_fraction", args.centred_fraction),
                         ("focus_target_fraction", args.focus_target_fraction),
+                        ("balance", args.balance),
                     )
                     if v is not None
                 },
             )
-        elif args.centred_fraction is not None or args.focus_target_fraction is not None:
-            raise InputError("--centred-fraction/--focus-target-fraction need --recipe fast")
+        elif any(
+            v is not None for v in (args.centred_fraction, args.focus_target_fraction, args.balance)
+        ):
+            raise InputError(
+                "--centred-fraction/--focus-target-fraction/--balance need --recipe fast"
+            )
         pcfg = PairConfig(
             patch=region,
             z_half_range_um=args.z_half_range,

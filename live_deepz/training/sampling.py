@@ -33,7 +33,9 @@ import torch
 from ..errors import InputError
 from .pairs import PairData, Region, augment, foreground_mask
 
-__all__ = ["FocusSampler", "SamplingConfig", "field_peaks"]
+__all__ = ["BALANCES", "FocusSampler", "SamplingConfig", "field_peaks"]
+
+BALANCES = ("objects", "stacks")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class SamplingConfig:
     """Gaussian σ of the EDF smoothing before the maxima are found (px)."""
     focus_window: int = 1
     """Focus-targeted targets lie within ± this many planes of the object's focus plane."""
+    balance: str = "objects"
+    """How a centred crop picks its object: ``objects`` (every object equally likely, so
+    stacks with many objects dominate) or ``stacks`` (a stack first, each equally likely,
+    then one of its objects)."""
 
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
@@ -64,6 +70,10 @@ class SamplingConfig:
                 raise InputError(f"{name.replace('_', '-')} must lie in [0, 1], got {v}")
         if self.jitter_px < 0 or self.focus_window < 0:
             raise InputError("jitter and focus window must be >= 0")
+        if self.balance not in BALANCES:
+            raise InputError(
+                f"--balance must be one of {', '.join(BALANCES)}, not {self.balance!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +149,8 @@ class FocusSampler:
         self.peak_x = np.asarray(xs, dtype=np.int64)
         self.peak_region = np.asarray(reg, dtype=np.int64)
         self.peak_focus = np.asarray(focus, dtype=np.int64)
+        fields = np.asarray([self.regions[k].field for k in reg], dtype=np.int64)
+        self._peaks_of_field = [np.flatnonzero(fields == f) for f in np.unique(fields)]
 
     @property
     def n_peaks(self) -> int:
@@ -153,7 +165,11 @@ class FocusSampler:
         cfg, p = self.cfg, self.cfg.crop
         centred = self.n_peaks > 0 and rng.random() < cfg.centred_fraction
         if centred:
-            k = int(rng.integers(self.n_peaks))
+            if cfg.balance == "stacks":
+                mine = self._peaks_of_field[int(rng.integers(len(self._peaks_of_field)))]
+                k = int(mine[int(rng.integers(mine.size))])
+            else:
+                k = int(rng.integers(self.n_peaks))
             ri = int(self.peak_region[k])
             r = self.regions[ri]
             j = cfg.jitter_px
