@@ -1096,23 +1096,26 @@ class _Popper:
         stage_z = _as_float(z) if z is not None else self.p._stage_z
         channel = self._channel(meta, cam_no)
 
-        ps = self.p._plan_state  # one read: the plan in force when the frame arrived
         slot = ring.claim()
         assert slot is not None
         np.copyto(slot.arrays["image"], img)
-        fmeta = FrameMeta(
-            index=ring.next_seq,
-            camera_frame=cam_no,
-            camera_time_ms=cam_t,
-            arrival_s=arrival,
-            stage_z_um=stage_z,
-            metadata=MappingProxyType(meta),
-            channel=channel,
-            plan_id=ps.plan_id,
-            plan=ps.plan,
-            norm_version=self.p._norm_version,
-        )
-        run.stats.on_frame_in(arrival, time.perf_counter() - t0, cam_no, cam_t)
+        # the plan stamped on the frame and the frame's count are one step for set_plan:
+        # every frame counted before set_plan returns has the old plan, every later one the new
+        with self.p._lock:
+            ps = self.p._plan_state
+            fmeta = FrameMeta(
+                index=ring.next_seq,
+                camera_frame=cam_no,
+                camera_time_ms=cam_t,
+                arrival_s=arrival,
+                stage_z_um=stage_z,
+                metadata=MappingProxyType(meta),
+                channel=channel,
+                plan_id=ps.plan_id,
+                plan=ps.plan,
+                norm_version=self.p._norm_version,
+            )
+            run.stats.on_frame_in(arrival, time.perf_counter() - t0, cam_no, cam_t)
         ring.publish(slot, fmeta)
         return True
 
