@@ -144,6 +144,23 @@ def test_focus_sampler_balances_stacks_on_request(tmp_path) -> None:
         SamplingConfig(balance="regions")
 
 
+def test_distinct_planes_never_pairs_a_plane_with_itself(data) -> None:
+    base = SamplingConfig(crop=16, jitter_px=4, centred_fraction=0.5, focus_target_fraction=0.5)
+    rng = np.random.default_rng(0)
+    same = FocusSampler(data, base, seed=2)
+    assert any(zin == zt for *_, zin, zt, _a, _f in (same.item(rng) for _ in range(400)))
+    s = FocusSampler(data, dataclasses.replace(base, distinct_planes=True), seed=2)
+    focused = 0
+    for _ in range(400):
+        ri, _y, _x, zin, zt, _aug, foc = s.item(rng)
+        r = s.regions[ri]
+        assert zt != zin and r.targets[0] <= zt <= r.targets[1]
+        focused += foc
+    assert focused > 50  # focus-targeted draws survive (a colliding one moves within ±1)
+    # off by default, so earlier runs draw exactly what they drew
+    assert not SamplingConfig().distinct_planes
+
+
 def test_focus_sampler_refuses_crops_larger_than_the_regions(data) -> None:
     with pytest.raises(InputError, match="do not fit"):
         FocusSampler(data, SamplingConfig(crop=48))
@@ -237,6 +254,35 @@ def test_an_interrupted_run_leaves_a_model_that_says_so(data, tmp_path) -> None:
     assert "interrupted" in model_summary(tmp_path / "cut")["warning"]
 
 
+def test_init_from_a_model_starts_from_its_weights_and_checks_the_architecture(
+    data, tmp_path
+) -> None:
+    cfg = dataclasses.replace(TINY_FAST, pretrain_steps=2, min_useful_steps=3)
+    train(data, cfg, tmp_path / "base")
+    with pytest.warns(UnfinishedModelWarning):  # 2 steps < 3: short
+        base = load_model(tmp_path / "base")
+    # lr 0 and no steps beyond the validation: the fine-tuned model is the starting one
+    tuned = dataclasses.replace(cfg, init_from=str(tmp_path / "base"), lr_g=0.0, seed=5)
+    with pytest.warns(UnfinishedModelWarning, match="'base'"):  # starting from a short one
+        train(data, tuned, tmp_path / "tuned")
+    model = load_model(tmp_path / "tuned")  # 2 + 2 steps >= 3: not short
+    t = model.card.training
+    assert t["init_from"]["weights_sha256"] == base.weights_sha256
+    assert t["init_from"]["steps"] == 2 and t["short"] is False
+    for k, v in model.generator.state_dict().items():
+        assert torch.equal(v, base.generator.state_dict()[k]), k
+    # a random start with the same seed differs
+    fresh = Trainer(dataclasses.replace(tuned, init_from=None), data, tmp_path / "fresh")
+    fresh.fit()
+    with pytest.warns(UnfinishedModelWarning):
+        other = load_model(tmp_path / "fresh").generator.state_dict()
+    assert not all(torch.equal(v, other[k]) for k, v in base.generator.state_dict().items())
+    wider = dataclasses.replace(tuned, width=0.125)
+    with pytest.raises(InputError, match="architecture"), pytest.warns(UnfinishedModelWarning):
+        train(data, wider, tmp_path / "wider")
+    assert not (tmp_path / "wider" / "model.safetensors").exists()
+
+
 # ---------------------------------------------------------------------------------------
 # the command line
 
@@ -281,6 +327,11 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         "belongs to the paper recipe": [*base, "--steps", "3", "--pretrain-steps", "1"],
         "TOTAL number": [*base, "--recipe", "paper", "--pretrain-steps", "5", "--steps", "0"],
         "--region differs": [*base, "--recipe", "paper", "--steps", "1"],
+        "--distinct-planes need": [
+            *_cli(tmp_path, "--data", *data, "-o", str(out)),
+            *("--recipe", "paper", "--distinct-planes"),
+        ],
+        "no model named 'nope'": [*base, "--steps", "1", "--init", "nope"],
     }
     for message, args in cases.items():
         assert main([*args, "--overwrite"]) == 1

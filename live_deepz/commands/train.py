@@ -206,6 +206,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "first, each equally, then one of its objects (stacks)",
     )
     t.add_argument(
+        "--distinct-planes",
+        action="store_true",
+        default=None,
+        help="fast: never pair a plane with itself, so input and target are separate "
+        "exposures and the network learns to denoise as it refocuses (Noise2Noise)",
+    )
+    t.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this model's weights (name or folder) instead of a random "
+        "initialisation: fine-tune a bundled model on your own stacks",
+    )
+    t.add_argument(
         "--focus-target-fraction",
         type=float,
         help="fast: fraction of centred crops whose target is the object's focus ±1 (0.5)",
@@ -297,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if getattr(args, "arch", "deepz-unet") == "wfcon3d":
+        if args.init is not None:
+            raise InputError("--init fine-tunes Deep-Z models; it is not available for wfcon3d")
         from .train_wfcon import run_wfcon
 
         return run_wfcon(args)
@@ -357,15 +372,23 @@ def run(args: argparse.Namespace) -> int:
                         ("centred_fraction", args.centred_fraction),
                         ("focus_target_fraction", args.focus_target_fraction),
                         ("balance", args.balance),
+                        ("distinct_planes", args.distinct_planes),
                     )
                     if v is not None
                 },
             )
         elif any(
-            v is not None for v in (args.centred_fraction, args.focus_target_fraction, args.balance)
+            v is not None
+            for v in (
+                args.centred_fraction,
+                args.focus_target_fraction,
+                args.balance,
+                args.distinct_planes,
+            )
         ):
             raise InputError(
-                "--centred-fraction/--focus-target-fraction/--balance need --recipe fast"
+                "--centred-fraction/--focus-target-fraction/--balance/--distinct-planes need "
+                "--recipe fast"
             )
         pcfg = PairConfig(
             patch=region,
@@ -403,6 +426,7 @@ def run(args: argparse.Namespace) -> int:
             select_on=rec.select_on,
             sampling=sampling,
             min_useful_steps=rec.min_useful_steps,
+            init_from=args.init,
         )
 
         def say(msg: str) -> None:
@@ -443,6 +467,7 @@ def run(args: argparse.Namespace) -> int:
             + f", {phases}, batch {tcfg.batch_size}, patch {patch}"
             + (f" inside {region} px regions" if region != patch else "")
             + f", lr {tcfg.lr_g:g} {tcfg.lr_schedule}{budget}, device {device}"
+            + (f", starting from {args.init}" if args.init else "")
             + (f", {env.world_size} processes" if env.distributed else "")
         )
         command = _command_line()

@@ -15,6 +15,9 @@ draws each training item afresh from ``(seed, batch number)``:
 * for a centred crop, with probability ``focus_target_fraction`` the target plane is the
   centre object's own focus plane (argmax over z of its smoothed intensity) ± ``focus_window``
   planes; otherwise uniform within the window;
+* with ``distinct_planes`` a Deep-Z target is never the input plane itself: every pair is
+  two exposures with independent noise, so the L2-optimal output is the noise-free plane
+  (Noise2Noise) at every DPM, including 0, where an identical pair teaches the identity;
 * one of the 8 flips/90° rotations.
 
 An independent ablation on this project's 2-core CPU (issue 14) measured each of the
@@ -60,6 +63,10 @@ class SamplingConfig:
     """How a centred crop picks its object: ``objects`` (every object equally likely, so
     stacks with many objects dominate) or ``stacks`` (a stack first, each equally likely,
     then one of its objects)."""
+    distinct_planes: bool = False
+    """Never pair a plane with itself (Deep-Z: input and target are then separate exposures,
+    so the network learns to denoise as it refocuses; an identical pair rewards copying the
+    input's noise)."""
 
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
@@ -191,6 +198,8 @@ class FocusSampler:
             focused = r.targets[0] <= zt <= r.targets[1]
         if not focused:
             zt = int(rng.integers(r.targets[0], r.targets[1] + 1))
+        if cfg.distinct_planes and zt == zin and r.target_field == r.field:
+            zt = _other_plane(rng, r.targets, zin, self.peak_focus[k] if focused else None, cfg)
         aug = int(rng.integers(8))
         return ri, y, x, zin, zt, aug, focused
 
@@ -213,3 +222,27 @@ class FocusSampler:
             x[i] = augment(inp, aug)
             z[i] = augment(out, aug)
         return torch.from_numpy(x), torch.from_numpy(z)
+
+
+def _other_plane(
+    rng: np.random.Generator,
+    targets: tuple[int, int],
+    zin: int,
+    focus: int | None,
+    cfg: SamplingConfig,
+) -> int:
+    """A target plane other than ``zin``: within the focus window when the draw was
+    focus-targeted (if the window holds another plane), else uniform over the targets."""
+    lo, hi = targets
+    if focus is not None:
+        near = [
+            z
+            for z in range(int(focus) - cfg.focus_window, int(focus) + cfg.focus_window + 1)
+            if lo <= z <= hi and z != zin
+        ]
+        if near:
+            return near[int(rng.integers(len(near)))]
+    if hi <= lo:
+        return zin  # a one-plane window has no other plane
+    z = lo + int(rng.integers(hi - lo))  # uniform over the window without zin
+    return z + 1 if z >= zin else z

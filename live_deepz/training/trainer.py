@@ -78,7 +78,7 @@ from torch import nn
 from .._version import __version__
 from ..architectures import DEEPZ_UNET, build_network, get_architecture
 from ..errors import InputError
-from ..modelfile import ModelCard, load_model, save_model
+from ..modelfile import ModelCard, load_model, resolve_model, save_model
 from ..network import Discriminator, DiscriminatorConfig
 from ..optics import Optics
 from .ddp import DistEnv, all_reduce_sum, shard, wrap_ddp
@@ -116,6 +116,7 @@ _RESUME_KEYS = (
     "d_updates",
     "max_val_pairs",
     "seed",
+    "init_from",
 )
 
 #: Values of resume keys added later, for checkpoints written before them.
@@ -127,6 +128,7 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "warmup_steps": 0,
     "lr_final_fraction": 0.02,
     "select_on": "val_mae",
+    "init_from": None,
 }
 #: Bright target pixels (normalised intensity) for the balanced validation MAE.
 FG_THRESHOLD = 0.15
@@ -211,6 +213,9 @@ class TrainConfig:
     """Runs with fewer steps are marked ``short`` in the card (loading warns)."""
     architecture: str = DEEPZ_UNET
     """The generator's family (``architecture.type``, see ``live_deepz.architectures``)."""
+    init_from: str | None = None
+    """Start from this model's generator weights (a name or folder; fine-tuning) instead of
+    a random initialisation. Its architecture and DPM scale must match this run's."""
 
     @property
     def generator_architecture(self) -> dict[str, Any]:
@@ -415,6 +420,8 @@ class Trainer:
         self.discriminator: Discriminator | None = None
         self.log = log or (lambda msg: None)
         self.sampler: Any = None
+        self._init_info: dict[str, Any] | None = None
+        self._init_steps = 0
         if cfg.sampling is not None:
             from .sampling import FocusSampler
 
@@ -509,7 +516,7 @@ class Trainer:
             "recipe": cfg.recipe,
             "complete": complete,
             "stopped_by": state.stopped_by or ("steps" if complete else "interrupted"),
-            "short": state.step < cfg.min_useful_steps,
+            "short": state.step + self._init_steps < cfg.min_useful_steps,
             "min_useful_steps": cfg.min_useful_steps,
             "planned_steps": cfg.pretrain_steps + cfg.steps,
             "time_budget_s": cfg.time_budget_s,
@@ -537,6 +544,7 @@ class Trainer:
             "updates_per_iteration": {"G": self.cfg.g_updates, "D": self.cfg.d_updates},
             "disc_width": self.cfg.disc_width or self.cfg.width,
             "seed": self.cfg.seed,
+            "init_from": self._init_info,
             "device": str(self.device),
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
             "world_size": self.env.world_size,
@@ -565,6 +573,37 @@ class Trainer:
             or f"Deep-Z {summary.modality['input']}→{summary.modality['output']}, trained on "
             f"{summary.n_stacks} stack(s) by live-deepz train",
         )
+
+    def _load_init(self, g: nn.Module) -> None:
+        """Copy ``cfg.init_from``'s generator weights into ``g`` (after checking they fit)."""
+        init = load_model(resolve_model(self.cfg.init_from))
+        want = self.cfg.generator_architecture
+
+        def key(arch: dict[str, Any]) -> tuple[Any, Any, bool]:
+            return arch.get("type"), arch.get("width"), bool(arch.get("residual"))
+
+        if key(init.card.architecture) != key(want):
+            raise InputError(
+                f"--init {self.cfg.init_from}: its architecture {init.card.architecture} "
+                f"differs from this run's {want}; pass matching --width/--residual or drop "
+                "--init"
+            )
+        scale = self.data.cfg.dpm_scale_um
+        if abs(init.card.dpm_scale_um - scale) > 1e-9:
+            raise InputError(
+                f"--init {self.cfg.init_from}: its DPM scale {init.card.dpm_scale_um:g} um "
+                f"differs from this run's {scale:g} um"
+            )
+        g.load_state_dict(init.generator.state_dict())
+        steps = init.card.training.get("steps")
+        self._init_steps = int(steps) if isinstance(steps, int) else 0
+        self._init_info = {
+            "name": init.card.name,
+            "path": str(init.path),
+            "weights_sha256": init.weights_sha256,
+            "steps": steps,
+            "command": init.card.training.get("command"),
+        }
 
     def _save_checkpoint(
         self,
@@ -680,6 +719,8 @@ class Trainer:
         )
         state = _State()
         best_weights: dict[str, torch.Tensor] | None = None
+        if cfg.init_from is not None:
+            self._load_init(g)
         if resume:
             state = self._load_checkpoint(g, d, opt_g, opt_d, scalers)
             if env.is_main and state.best_step >= 0:
