@@ -22,7 +22,12 @@ Two estimators, both streaming over the sweep (one plane in memory at a time, so
   the image edge and crowded beads. Each bead's focus is the vertex of a parabola through
   the log intensities of the best plane and its neighbours at the bead's peak pixel (exact
   for a Gaussian-shaped focus curve, sub-step for real ones). Beads whose maximum is at an
-  end of the sweep are rejected (focus outside the sweep).
+  end of the sweep are rejected (focus outside the sweep), and so are beads the *input* has
+  no light for: a refocused bead at ``z`` must come from a defocused spot whose photons lie
+  within about ``|z|`` µm of it, so the background-subtracted input flux in that window must
+  stand above the input's noise (``flux_snr_min``). A trained network can paint faint
+  spots from nothing at some DPMs (measured: about half the candidates of a simulated
+  tilted slide with the session-5 model); photons cannot be invented.
 - :func:`estimate_focus_tiles` (extended samples: tissue, cells, worms): a tile grid, a focus
   measure per tile and plane (Brenner gradient, variance or normalised variance), and the
   same sub-step parabola on each tile's focus curve; flat curves (no structure) are
@@ -417,6 +422,30 @@ def _background(plane: np.ndarray) -> float:
     return float(np.median(plane[::step, ::step]))
 
 
+def _input_has_light(
+    img: np.ndarray, peaks: np.ndarray, z_um: np.ndarray, pixel_size_um: float, snr_min: float
+) -> np.ndarray:
+    """Per bead: does the input hold light for it (see :func:`estimate_focus_beads`)?
+
+    The window is a square of half-side ``2 px + |z|`` µm (a defocused spot's photons lie
+    within a radius of about ``NA/n · |z|`` < ``|z|``); its flux above the input's median
+    is compared with ``snr_min`` times the input noise σ · √(window pixels)."""
+    if len(peaks) == 0:
+        return np.zeros(0, dtype=bool)
+    h, w = img.shape
+    csum = np.zeros((h + 1, w + 1), dtype=np.float64)
+    csum[1:, 1:] = np.cumsum(np.cumsum(img - _background(img), axis=0), axis=1)
+    sigma = max(_noise_std(img), 1e-12)
+    r = np.ceil(2.0 + np.abs(z_um) / pixel_size_um).astype(np.int64)
+    y = np.rint(peaks[:, 0]).astype(np.int64)
+    x = np.rint(peaks[:, 1]).astype(np.int64)
+    y0, y1 = np.clip(y - r, 0, h), np.clip(y + r + 1, 0, h)
+    x0, x1 = np.clip(x - r, 0, w), np.clip(x + r + 1, 0, w)
+    flux = csum[y1, x1] - csum[y0, x1] - csum[y1, x0] + csum[y0, x0]
+    n = (y1 - y0) * (x1 - x0)
+    return flux >= snr_min * sigma * np.sqrt(n)
+
+
 class _PeakTracker:
     """Per pixel: the maximum over planes, its index, and the values of its two neighbours."""
 
@@ -527,6 +556,7 @@ def estimate_focus_beads(
     border_px: int = 10,
     min_separation_px: float = 6.0,
     max_area_px: float | None = None,
+    flux_snr_min: float = 5.0,
     chunk: int = 8,
     progress: ProgressFn | None = None,
 ) -> FocusMap:
@@ -547,6 +577,10 @@ def estimate_focus_beads(
     border_px : beads whose peak lies closer to the image edge are rejected.
     min_separation_px : beads closer than this to another one are rejected (both).
     max_area_px : components larger than this are clusters (default 4 × median area + 9).
+    flux_snr_min : a bead focused at ``z`` needs an input flux (background subtracted, in a
+        square of half-side ``2 px + |z|`` µm around it) of at least this many standard
+        deviations of the input's noise in that square, else it is rejected as
+        ``no_input_light``; 0 turns the check off. Needs ``pixel_size_um``.
 
     Raises
     ------
@@ -606,12 +640,17 @@ def estimate_focus_beads(
     sharp = curv < 0
     reasons["flat"] += int(np.count_nonzero(~sharp))
     peaks, z_peak, z_std = peaks[sharp], z_peak[sharp], z_std[sharp]
+    if flux_snr_min > 0 and pixel_size_um is not None:
+        lit = _input_has_light(img, peaks, z_peak, float(pixel_size_um), flux_snr_min)
+        reasons["no_input_light"] = int(np.count_nonzero(~lit))
+        peaks, z_peak, z_std = peaks[lit], z_peak[lit], z_std[lit]
     info = {
         "sweep_um": [float(offsets[0]), float(offsets[-1]), int(k_total)],
         "measure": "peak intensity (Gaussian-smoothed, log-parabola)",
         "smooth_px": float(smooth_px),
         "threshold": thr,
         "noise": sigma_v,
+        "flux_snr_min": float(flux_snr_min) if pixel_size_um is not None else None,
         "n_candidates": int(n_candidates),
         "rejected": reasons,
     }

@@ -59,6 +59,47 @@ def test_tilted_bead_field_gives_tilt() -> None:
     assert min(abs(fit.azimuth_deg - 30.0), 360 - abs(fit.azimuth_deg - 30.0)) < 10.0
 
 
+def test_spots_painted_where_the_input_has_no_light_are_rejected() -> None:
+    """A refocuser that paints a bright spot at DPM −4 µm in an empty corner: the spot is
+    a "bead" of the sweep's maximum projection, but the input holds no light for it."""
+    scene = tilted_bead_scene(
+        (128, 128), PX, 0.0, 0.0, n_beads=12, seed=2, noise_std=0.02, refocus_noise_std=0.0
+    )
+    image = scene.input_image()
+    empty = _emptiest_spot(image)
+
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    blob = np.exp(-((yy - empty[0]) ** 2 + (xx - empty[1]) ** 2) / 2.0)
+
+    def painting(img: np.ndarray, dpms: np.ndarray) -> np.ndarray:
+        out = np.asarray(scene(img, dpms)).copy()
+        for k in range(len(dpms)):  # sharpest at DPM −4 µm, like a bead's focus curve
+            out[k] += np.exp(-((float(dpms[k].mean()) + 4.0) ** 2) / 2.0) * blob
+        return out
+
+    painting.z_range_um = scene.z_range_um  # type: ignore[attr-defined]
+
+    def ghosts(fmap: FocusMap) -> int:
+        d = np.hypot(*(fmap.points_yx_px - np.asarray(empty, dtype=float)).T)
+        return int(np.count_nonzero(d < 3))
+
+    lax = estimate_focus_beads(painting, image, PX, offsets_um="-6:6:0.5", flux_snr_min=0)
+    assert ghosts(lax) == 1 and "no_input_light" not in lax.info["rejected"]
+    fmap = estimate_focus_beads(painting, image, PX, offsets_um="-6:6:0.5")
+    assert ghosts(fmap) == 0 and fmap.info["rejected"]["no_input_light"] == 1
+    assert len(fmap) == len(lax) - 1  # every real bead is kept
+
+
+def _emptiest_spot(image: np.ndarray) -> tuple[int, int]:
+    """The interior pixel (20 px from the edges) with the lowest 31 px local mean."""
+    from scipy import ndimage
+
+    m = ndimage.uniform_filter(image, 31)
+    m[:20], m[-20:], m[:, :20], m[:, -20:] = np.inf, np.inf, np.inf, np.inf
+    y, x = np.unravel_index(int(np.argmin(m)), m.shape)
+    return int(y), int(x)
+
+
 def test_sign_convention_deeper_sample_needs_positive_dpm() -> None:
     """Beads 3 µm deeper than the focal plane are focused by DPM +3 µm."""
     pts = random_points((96, 96), 12, 14, seed=1, margin_px=12)
