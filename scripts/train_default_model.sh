@@ -10,6 +10,7 @@
 #               well and training stops at whichever of STEPS / BUDGET_MIN ends first
 #   OUT         training folder (default runs/default_model)
 # THREADS=2 by default (torch threads; use 1 when another job shares a 2-core machine).
+# EXTRA="--distinct-planes ..." adds options to the `live-deepz train` command.
 # INSTALL=1 copies the result into live_deepz/models/$NAME (NAME default deepz-sim20x-default;
 # replace the default only after `live-deepz eval` shows it beats the bundled model on every
 # row: benchmarks/compare_eval.py OLD.json NEW.json). SKIP_TRAIN=1 INSTALL=1 installs an OUT
@@ -22,7 +23,7 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
 JOBS=${JOBS:-2} scripts/make_default_training_data.sh "$data" 256 > /dev/null
 OMP_NUM_THREADS=${THREADS:-2} live-deepz train --recipe fast --data "$data"/*.ome.tif -o "$out" \
   --no-align --z-half-range 10 --steps "$steps" --time-budget "$budget" --seed 0 --device cpu \
-  --overwrite
+  --overwrite ${EXTRA:-}
 fi
 [ "${INSTALL:-0}" = 1 ] || exit 0
 name=${NAME:-deepz-sim20x-default}
