@@ -210,7 +210,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="fast: never pair a plane with itself, so input and target are separate "
-        "exposures and the network learns to denoise as it refocuses (Noise2Noise)",
+        "exposures and the network also denoises at DPM 0 (Noise2Noise). Off by default: "
+        "measured worse for beads (benchmarks/RESULTS.md, session 6)",
     )
     t.add_argument(
         "--init",

@@ -66,7 +66,8 @@ class SamplingConfig:
     distinct_planes: bool = False
     """Never pair a plane with itself (Deep-Z: input and target are then separate exposures,
     so the network learns to denoise as it refocuses; an identical pair rewards copying the
-    input's noise)."""
+    input's noise). Off by default: from scratch it removed the DPM-0 noise step but made bead
+    localisation and the slide calibration worse (benchmarks/RESULTS.md, session 6)."""
 
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
