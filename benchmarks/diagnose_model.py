@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,13 +34,9 @@ from live_deepz import dpm
 from live_deepz.normalize import fit_normalization
 from live_deepz.optics import Optics
 from live_deepz.sim import samples
+from live_deepz.training.pairs import noise_sigma
 
 RESPONSE_DPMS_UM = (-0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5)
-
-
-def _noise(img: np.ndarray) -> float:
-    d = np.diff(img, axis=1).ravel()
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
 
 
 def dpm_response(refocus: Any, image: np.ndarray) -> list[dict[str, float]]:
@@ -53,8 +48,8 @@ def dpm_response(refocus: Any, image: np.ndarray) -> list[dict[str, float]]:
         {
             "dpm_um": d,
             "mean_abs_change": float(np.mean(np.abs(p - image))),
-            "output_noise": _noise(p),
-            "input_noise": _noise(image),
+            "output_noise": noise_sigma(p),
+            "input_noise": noise_sigma(image),
         }
         for d, p in zip(RESPONSE_DPMS_UM, planes, strict=True)
     ]

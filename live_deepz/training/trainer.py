@@ -421,7 +421,6 @@ class Trainer:
         self.log = log or (lambda msg: None)
         self.sampler: Any = None
         self._init_info: dict[str, Any] | None = None
-        self._init_steps = 0
         if cfg.sampling is not None:
             from .sampling import FocusSampler
 
@@ -516,7 +515,7 @@ class Trainer:
             "recipe": cfg.recipe,
             "complete": complete,
             "stopped_by": state.stopped_by or ("steps" if complete else "interrupted"),
-            "short": state.step + self._init_steps < cfg.min_useful_steps,
+            "short": state.step + self._init_steps() < cfg.min_useful_steps,
             "min_useful_steps": cfg.min_useful_steps,
             "planned_steps": cfg.pretrain_steps + cfg.steps,
             "time_budget_s": cfg.time_budget_s,
@@ -595,15 +594,18 @@ class Trainer:
                 f"differs from this run's {scale:g} um"
             )
         g.load_state_dict(init.generator.state_dict())
-        steps = init.card.training.get("steps")
-        self._init_steps = int(steps) if isinstance(steps, int) else 0
         self._init_info = {
             "name": init.card.name,
             "path": str(init.path),
             "weights_sha256": init.weights_sha256,
-            "steps": steps,
+            "steps": init.card.training.get("steps"),
             "command": init.card.training.get("command"),
         }
+
+    def _init_steps(self) -> int:
+        """Steps the ``--init`` model had already trained (0 without one)."""
+        steps = (self._init_info or {}).get("steps")
+        return steps if isinstance(steps, int) else 0
 
     def _save_checkpoint(
         self,
