@@ -51,6 +51,7 @@ from live_deepz.calibration import (
     DriftCompensationPlan,
     DriftEstimator,
     KalmanDrift,
+    MatchDriftEstimator,
     estimate_focus_beads,
     fit_beads,
     fit_surface,
@@ -216,10 +217,16 @@ def bench_drift(args: argparse.Namespace) -> dict[str, Any]:
     norm = fit_normalization(raw0)  # one normalisation per field of view (paper)
     src.norm = norm  # type: ignore[assignment]
     refocus = _refocus_fn(args, src)
-    est = DriftEstimator(
-        refocus, downsample=args.downsample, measure=args.measure, smooth_px=args.smooth_px
-    )
-    plan = DriftCompensationPlan(est, drift_filter=KalmanDrift())
+    est_kw: dict[str, Any] = {"downsample": args.downsample, "smooth_px": args.smooth_px}
+    est: DriftEstimator
+    if args.measure == "match":
+        anchor = None if args.anchor_um is None else float(args.anchor_um)
+        est = MatchDriftEstimator(
+            refocus, anchor_um=anchor, match_smooth_px=args.match_smooth_px, **est_kw
+        )
+    else:
+        est = DriftEstimator(refocus, measure=args.measure, **est_kw)
+    plan = DriftCompensationPlan(est, drift_filter=KalmanDrift(), hold=args.hold)
     fps = 3.6
     served, truth, raw_err, sharp, ssim_rows = [], [], [], [], []
     first_roi: tuple[int, int, int, int] | None = None  # where the estimator measures
@@ -260,7 +267,7 @@ def bench_drift(args: argparse.Namespace) -> dict[str, Any]:
             ssim_rows.append((i, t, z, image, feed))
     served_a, truth_a = np.array(served), np.array(truth)
     err = served_a - truth_a
-    content = _content_focus_offset(src, float(truth_a[0]), args.measure, args.smooth_px, first_roi)
+    content = _content_focus_offset(src, float(truth_a[0]), est.measure, args.smooth_px, first_roi)
     err_c = served_a - (truth_a + content)
     settle = 3
     bias = float(np.median(err[settle:]))
@@ -293,6 +300,12 @@ def bench_drift(args: argparse.Namespace) -> dict[str, Any]:
         "content_focus_offset_um": content,
         "tracking_rmse_vs_content_focus_um": float(np.sqrt(np.mean(err_c[settle:] ** 2))),
         "tracking_max_abs_error_um": float(np.max(np.abs(err[settle:]))),
+        # what hold="initial" promises: the served correction follows the *change* of the
+        # drift since tracking started (independent of any focus definition)
+        "hold": args.hold,
+        "change_rmse_um": float(
+            np.sqrt(np.mean(((served_a - served_a[0]) - (truth_a - truth_a[0]))[settle:] ** 2))
+        ),
         "raw_rmse_um": float(np.sqrt(np.nanmean(raw_e**2))),
         "raw_rmse_debiased_um": float(np.sqrt(np.nanmean((raw_e - np.nanmedian(raw_e)) ** 2))),
         "raw_failed": int(np.count_nonzero(np.isnan(raw_e))),
@@ -423,7 +436,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drift-frames", type=int, default=72, help="frames at 3.6 fps")
     p.add_argument("--downsample", type=int, default=4, help="drift reduced-frame factor")
     p.add_argument("--sharpness-every", type=int, default=6)
-    p.add_argument("--measure", default="brenner", help="drift focus measure (brenner)")
+    p.add_argument(
+        "--measure",
+        default="brenner",
+        help="drift: focus measure (brenner, variance, normvar) or 'match' (keyframe match)",
+    )
+    p.add_argument(
+        "--anchor-um",
+        type=float,
+        default=None,
+        help="drift, match: the first frame's defocus (default: estimated by a Brenner sweep)",
+    )
+    p.add_argument(
+        "--match-smooth-px", type=float, default=1.5, help="drift, match: blur before matching"
+    )
+    p.add_argument(
+        "--hold", choices=("sample", "initial"), default="sample", help="drift plan's hold mode"
+    )
     p.add_argument("--smooth-px", type=float, default=0.0, help="drift: blur before measure")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="auto")

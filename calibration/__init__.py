@@ -12,7 +12,8 @@ independent of model quality.
   cylinder → radius/axis, smooth), ``fit.dpm()``, ``fit.check(z_range)``,
   :func:`save_calibration` / :func:`load_calibration`;
 - FWHM: :func:`bead_fwhm` (the paper's lateral FWHM per bead), :func:`fwhm_summary`;
-- drift: :class:`DriftEstimator`, :class:`KalmanDrift`, :class:`MedianDrift`,
+- drift: :class:`DriftEstimator` (focus measure), :class:`MatchDriftEstimator` (match with a
+  keyframe), :class:`KalmanDrift`, :class:`MedianDrift`,
   :class:`DriftCompensationPlan` (a dynamic :class:`~live_deepz.dpm.PlanePlan`);
 - quality gate: :func:`assess_calibration` → :class:`CalibrationQuality` (enough precise,
   structured points; agreement; significance against a flat surface; the model card's known
@@ -34,11 +35,13 @@ from ._drift import (
     KalmanDrift,
     MedianDrift,
 )
+from ._drift_match import MatchDriftEstimator, shifted_correlation
 from ._drift_plan import (
     DRIFT_BUDGET,
     DRIFT_CHUNK,
     DRIFT_MAX_EVERY_N,
     DRIFT_MIN_EVERY_N,
+    DRIFT_TRACKS,
     continue_drift_plan,
     drift_compensation_plan,
     drift_every_n,
@@ -89,6 +92,7 @@ __all__ = [
     "DRIFT_CHUNK",
     "DRIFT_MAX_EVERY_N",
     "DRIFT_MIN_EVERY_N",
+    "DRIFT_TRACKS",
     "FIT_KINDS",
     "FOCUS_MEASURES",
     "FWHM_PER_SIGMA",
@@ -104,6 +108,7 @@ __all__ = [
     "FeedbackPlan",
     "FocusMap",
     "KalmanDrift",
+    "MatchDriftEstimator",
     "MedianDrift",
     "PreviewData",
     "ProgressFn",
@@ -131,6 +136,7 @@ __all__ = [
     "live_surface_calibration",
     "load_calibration",
     "save_calibration",
+    "shifted_correlation",
     "structure_ratio",
     "sweep_offsets",
     "virtual_sweep",

@@ -168,6 +168,10 @@ class DriftEstimator:
             0 if self.refine_step_um <= 0 else len(self._fine_offsets(0.0))
         )
 
+    def reset(self) -> None:
+        """Forget what earlier frames taught (nothing here: each estimate stands alone;
+        :class:`~live_deepz.calibration.MatchDriftEstimator` drops its keyframe)."""
+
     # ------------------------------------------------------------------ reduced frame
     def crop_window(self, image: np.ndarray) -> tuple[int, int, int, int]:
         """``(y0, x0, h, w)`` of the reduced frame for this image."""
@@ -797,7 +801,7 @@ class DriftCompensationPlan:
     def reset(self) -> None:
         """Forget the filter state and the trace: call it when the focus or the sample is
         moved on purpose (otherwise the filter treats the jump as outliers and follows it
-        only after ``max_rejects`` estimates)."""
+        only after ``max_rejects`` estimates); the estimator's keyframe goes too."""
         with self._lock:
             self.filter.reset()
             for d in self._trace.values():
@@ -806,6 +810,7 @@ class DriftCompensationPlan:
             self._reference_um = None
             self._last = None
             self._last_estimated_frame = None
+        self.estimator.reset()
 
     def close(self) -> None:
         """Stop the worker thread (asynchronous mode)."""

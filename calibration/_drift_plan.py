@@ -13,11 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from live_deepz.errors import InputError
+
 __all__ = [
     "DRIFT_BUDGET",
     "DRIFT_CHUNK",
     "DRIFT_MAX_EVERY_N",
     "DRIFT_MIN_EVERY_N",
+    "DRIFT_TRACKS",
     "drift_compensation_plan",
     "drift_every_n",
 ]
@@ -36,6 +39,9 @@ fighting for the cores), so the frame it runs on is late by its cost; at most on
 5 carries it. On CUDA it runs on its own worker thread and stream (asynchronous), frames
 arriving while it is busy are skipped by the estimator, never by the engine."""
 DRIFT_MAX_EVERY_N = 100
+
+DRIFT_TRACKS = {"focus": "sample", "keyframe": "initial"}
+"""The tracking modes of :func:`drift_compensation_plan` and the plan's ``hold`` for each."""
 
 
 def drift_every_n(
@@ -98,6 +104,7 @@ def drift_compensation_plan(
     every_n: int | None = None,
     asynchronous: bool | None = None,
     warm: bool = True,
+    track: str = "focus",
     **estimator_options: Any,
 ) -> Any:
     """A :class:`~live_deepz.calibration.DriftCompensationPlan` for a live pipeline.
@@ -113,12 +120,21 @@ def drift_compensation_plan(
 
     ``every_n`` default: :func:`drift_every_n` (>= 5 on the CPU). ``asynchronous`` default:
     on CUDA only (see :data:`DRIFT_MIN_EVERY_N`). ``refocus_fn`` replaces the engine (tests,
-    oracles). Other keywords go to :class:`~live_deepz.calibration.DriftEstimator`.
+    oracles). ``track``: ``"focus"`` (the planes go to where a focus measure says the sample
+    is sharpest, ``hold="sample"``) or ``"keyframe"`` (the planes hold the plane in view when
+    tracking started, following the change found by matching the refocused planes with that
+    first frame: :class:`~live_deepz.calibration.MatchDriftEstimator`, ``hold="initial"``;
+    the mode that works with a squared-loss model, benchmarks/RESULTS.md, session 7). Other
+    keywords go to the estimator.
     """
     from live_deepz.dpm import parse_planes
 
     from ._drift import DriftCompensationPlan, DriftEstimator
+    from ._drift_match import MatchDriftEstimator
     from ._focus import engine_refocus_fn
+
+    if track not in DRIFT_TRACKS:
+        raise InputError(f"unknown drift tracking {track!r}; use {' or '.join(DRIFT_TRACKS)}")
 
     dev = str(device)
     is_cuda = dev.startswith("cuda")
@@ -132,7 +148,12 @@ def drift_compensation_plan(
     zr = getattr(refocus_fn, "z_range_um", None)
     if zr is None and model is not None:
         zr = tuple(float(v) for v in model.card.z_range_um)
-    estimator = DriftEstimator(refocus_fn, z_range_um=zr, **estimator_options)
+    estimator: DriftEstimator
+    if track == "keyframe":
+        estimator_options.setdefault("anchor_um", 0.0)
+        estimator = MatchDriftEstimator(refocus_fn, z_range_um=zr, **estimator_options)
+    else:
+        estimator = DriftEstimator(refocus_fn, z_range_um=zr, **estimator_options)
     plan_offsets = parse_planes(offsets_um)
     estimator.every_n = int(
         every_n
@@ -150,6 +171,7 @@ def drift_compensation_plan(
         estimator,
         plan_offsets,
         asynchronous=is_cuda if asynchronous is None else bool(asynchronous),
+        hold=DRIFT_TRACKS[track],
     )
 
 
@@ -168,6 +190,7 @@ def continue_drift_plan(
         offsets,
         initial_um=plan.correction_um() - estimator.target_offset_um,
         asynchronous=str(device).startswith("cuda"),
+        hold=plan.hold,
     )
 
 
@@ -177,9 +200,10 @@ def drift_plan_for_backend(
     frame_shape: tuple[int, int],
     backend: Any,
     refocus_fn: Any = None,
+    track: str = "focus",
 ) -> Any:
     """:func:`drift_compensation_plan` on the device and precision of the live ``backend``
-    (asynchronous on CUDA)."""
+    (asynchronous on CUDA), tracking by ``track``."""
     device = str(getattr(backend, "device", "cpu"))
     return drift_compensation_plan(
         model,
@@ -189,4 +213,5 @@ def drift_plan_for_backend(
         precision=str(getattr(backend, "precision", "auto")),
         refocus_fn=refocus_fn,
         asynchronous=device.startswith("cuda"),
+        track=track,
     )

@@ -13,7 +13,9 @@ from live_deepz.calibration import (
     DriftEstimator,
     FeedbackPlan,
     KalmanDrift,
+    MatchDriftEstimator,
     MedianDrift,
+    shifted_correlation,
 )
 from live_deepz.calibration.testing import GaussianBeamScene, worm_scene
 from live_deepz.dpm import PlanePlan
@@ -236,3 +238,83 @@ def test_hold_initial_keeps_the_plane_in_view(scene: GaussianBeamScene) -> None:
     assert plan.describe()["hold"] == "initial"
     with pytest.raises(InputError):
         DriftCompensationPlan(est, hold="focus")
+
+
+# --------------------------------------------------------------------------- keyframe match
+
+
+def test_match_estimator_follows_the_change_since_the_keyframe(scene: GaussianBeamScene) -> None:
+    """The keyframe is 3 µm out of focus (anchor given); later frames are found at their own
+    defocus, also when the sample moved 3 px sideways."""
+    est = MatchDriftEstimator(scene, downsample=1, anchor_um=3.0)
+    scene.sample_shift_um = 3.0
+    first = est.estimate(scene.input_image())
+    assert first.ok and first.defocus_um == 3.0
+    for d in (-4.0, 1.0, 6.5):
+        scene.sample_shift_um = d
+        m = est.estimate(scene.input_image())
+        assert m.ok and m.defocus_um == pytest.approx(d, abs=0.15), d
+        assert m.message.startswith("match r = ")
+    scene.points_yx_px = scene.points_yx_px + np.array([3.0, -2.0])
+    scene.sample_shift_um = 5.0
+    assert est.estimate(scene.input_image()).defocus_um == pytest.approx(5.0, abs=0.15)
+    assert est.refreshes == 0
+    d = est.describe()
+    assert d["keyframe_defocus_um"] == 3.0 and d["anchor_um"] == 3.0 and d["refreshes"] == 0
+
+
+def test_match_estimator_anchor_from_the_focus_measure(scene: GaussianBeamScene) -> None:
+    """Without an anchor the keyframe's defocus comes from the parent's focus-measure sweep."""
+    ref = _focus_reference(scene, DriftEstimator(scene, downsample=1))
+    est = MatchDriftEstimator(scene, downsample=1)
+    scene.sample_shift_um = 2.0
+    assert est.estimate(scene.input_image()).defocus_um - ref == pytest.approx(2.0, abs=0.1)
+    scene.sample_shift_um = -3.0
+    assert est.estimate(scene.input_image()).defocus_um - ref == pytest.approx(-3.0, abs=0.15)
+
+
+def test_match_estimator_refreshes_a_keyframe_that_no_longer_matches() -> None:
+    """A sample that changes (other emitters) makes the current frame the new keyframe; the
+    anchor moves with it and reset() starts a new track."""
+    a = worm_scene((80, 80), n_neurons=24, seed=0, noise_std=0.02, refocus_noise_std=0.02)
+    est = MatchDriftEstimator(a, downsample=1, anchor_um=0.0, refresh_below=0.9)
+    est.estimate(a.input_image())
+    b = worm_scene((80, 80), n_neurons=24, seed=5, noise_std=0.02, refocus_noise_std=0.02)
+    est.refocus_fn = b
+    b.sample_shift_um = 2.0
+    m = est.estimate(b.input_image())
+    assert m.ok and float(np.max(m.curve)) - 1.0 < 0.9
+    assert est.refreshes == 1
+    assert est.describe()["keyframe_defocus_um"] == pytest.approx(m.defocus_um)
+    b.sample_shift_um = 4.0  # now matched against b's own frame: the change is +2 µm
+    assert est.estimate(b.input_image()).defocus_um - m.defocus_um == pytest.approx(2.0, abs=0.15)
+    est.reset()
+    assert est.describe()["keyframe_defocus_um"] is None
+    assert est.estimate(b.input_image()).defocus_um == 0.0  # a new track: the anchor again
+
+
+def test_match_plan_hold_initial(scene: GaussianBeamScene) -> None:
+    est = MatchDriftEstimator(scene, downsample=1, anchor_um=0.0)
+    plan = DriftCompensationPlan(est, hold="initial")
+    scene.sample_shift_um = 2.0
+    plan.update(scene.input_image(), 0, 0.0)
+    for i, d in enumerate(np.r_[np.linspace(2.25, 4.0, 8), [4.0] * 6], start=1):
+        scene.sample_shift_um = float(d)
+        plan.update(scene.input_image(), i, i * FRAME_MS)
+    assert plan.correction_um(14 * FRAME_MS) == pytest.approx(2.0, abs=0.2)
+
+
+def test_match_estimator_bad_arguments(scene: GaussianBeamScene) -> None:
+    with pytest.raises(InputError, match="anchor_um"):
+        MatchDriftEstimator(scene, anchor_um=float("nan"))
+    with pytest.raises(InputError, match="max_shift_px"):
+        MatchDriftEstimator(scene, max_shift_px=-1)
+    with pytest.raises(InputError, match="refresh_below"):
+        MatchDriftEstimator(scene, refresh_below=1.0)
+    with pytest.raises(InputError, match="cannot match"):
+        shifted_correlation(np.zeros((20, 20)), np.zeros((20, 21)), 2)
+    with pytest.raises(InputError, match="leaves less than 8 px"):
+        shifted_correlation(np.zeros((20, 20)), np.zeros((20, 20)), 7)
+    ramp = np.add.outer(np.arange(32.0), np.arange(32.0) ** 1.5)
+    assert shifted_correlation(ramp, ramp, 3) == pytest.approx(1.0)
+    assert shifted_correlation(ramp, -ramp, 3) < 0.0

@@ -194,6 +194,23 @@ def test_record_with_drift_compensation_journals_the_dpm_timeline(
     assert min(c for c in corr if c is not None) >= 0.5  # they track the +1 µm start
 
 
+def test_record_drift_track_keyframe_holds_the_initial_plane(
+    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from live_deepz.commands import record as record_cmd
+
+    monkeypatch.setattr(record_cmd, "_drift_refocus_fn", lambda m: _DriftingFocus())
+    out = tmp_path / "keyframe.ome.tif"
+    args = ["record", *SIM, "--frames", "12", "--planes=0", "--drift-compensation"]
+    rc = main([*args, "--drift-track", "keyframe", "--model", model, *FAST, "-o", str(out)])
+    assert rc == 0, capsys.readouterr().out
+    with open_recording(out) as r:
+        (plan,) = r.metadata["plans"]
+    assert plan["plan"]["hold"] == "initial"
+    assert plan["plan"]["estimator"]["method"].startswith("virtual sweep matched to a keyframe")
+    assert plan["plan"]["estimator"]["anchor_um"] == 0.0
+
+
 def test_drift_compensation_refuses_a_surface(
     tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

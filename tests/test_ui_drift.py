@@ -102,3 +102,27 @@ def test_drift_every_n_budget() -> None:
     # a 128² frame with 5 planes: the 64² crop sweep costs 1.5 frames -> rarely
     assert drift_every_n(est, (128, 128), 5, "cpu") == 15
     assert drift_every_n(est, (64, 64), 1, "cpu") == 100  # capped
+
+
+def test_drift_track_choice_reaches_the_plan(qtbot: Any, model_path: Path) -> None:
+    """'plane in view' builds a keyframe-matching plan that holds the initial plane; the
+    choice is locked while compensation is on."""
+    from live_deepz.calibration import MatchDriftEstimator
+    from live_deepz.microscope import open_core
+
+    core = open_core("sim", sample="beads", size=SIZE)
+    win = open_window(qtbot, model_path, core=core, planes="-2:2:2")
+    s, controls = win.session, win.calibration_controls
+    qtbot.waitUntil(lambda: win.grid.frames_shown > 0, timeout=60_000)
+    assert s.drift_track == "focus" and controls.drift_track.isEnabled()
+    controls.drift_track.setCurrentIndex(controls.drift_track.findData("keyframe"))
+    assert s.drift_track == "keyframe"
+    with qtbot.waitSignal(s.driftChanged, timeout=60_000):
+        controls.drift.setChecked(True)
+    plan = s.drift_plan
+    assert isinstance(plan.estimator, MatchDriftEstimator) and plan.hold == "initial"
+    assert not controls.drift_track.isEnabled()
+    qtbot.waitUntil(lambda: "change since the start" in controls.drift_status.text(), timeout=5_000)
+    with qtbot.waitSignal(s.driftChanged, timeout=10_000):
+        controls.drift.setChecked(False)
+    assert controls.drift_track.isEnabled()

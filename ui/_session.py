@@ -116,6 +116,10 @@ class Session(QObject):
         self.drift_refocus_fn: Callable[[Any], Any] | None = None
         """``model -> RefocusFn`` for the drift estimator instead of the model's engine
         (tests and demos with an oracle)."""
+        self.drift_track = "focus"
+        """How drift compensation tracks (``calibration.DRIFT_TRACKS``): ``"focus"`` (the
+        sample's sharpest plane) or ``"keyframe"`` (hold the plane in view when it starts);
+        read when compensation is switched on."""
         self._drift_model: Any = None
 
     # ------------------------------------------------------------------ properties
@@ -478,13 +482,13 @@ class Session(QObject):
         self.plans.drift_enabled = True
         model, p = self.model, self.pipeline
         shape, offsets = self.frame_shape, self.plans.drift_offsets()
-        factory = self.drift_refocus_fn
+        factory, track = self.drift_refocus_fn, self.drift_track
 
         def build() -> Any:
             from live_deepz.calibration import drift_plan_for_backend
 
             fn = None if factory is None else factory(model)
-            return drift_plan_for_backend(model, offsets, shape, p.backend, fn)
+            return drift_plan_for_backend(model, offsets, shape, p.backend, fn, track)
 
         def done(plan: Any) -> None:
             if not self.drift_enabled or self.model is not model or self.pipeline is not p:

@@ -780,6 +780,10 @@ def _label_position(surface: np.ndarray, level: float) -> tuple[float, float] | 
 # --------------------------------------------------------------------------- controls
 
 
+DRIFT_TRACK_LABELS = (("sharpest focus", "focus"), ("plane in view", "keyframe"))
+"""The drift-tracking choices shown to the user and the ``track`` each selects."""
+
+
 class CalibrationControls(QGroupBox):
     """The wizard button, the applied surface, and the drift-compensation toggle.
 
@@ -812,7 +816,20 @@ class CalibrationControls(QGroupBox):
             "track the sample's focus from the frames and keep the planes on it (the "
             "estimate is extra inference: on the CPU every 5th frame or less often)"
         )
-        lay.addWidget(self.drift)
+        self.drift_track = QComboBox()
+        for label, track in DRIFT_TRACK_LABELS:
+            self.drift_track.addItem(label, track)
+        self.drift_track.setToolTip(
+            "sharpest focus: the planes go where a focus measure finds the sample sharpest; "
+            "plane in view: they hold the plane shown when compensation is switched on, "
+            "following the change found by matching each frame with that first one (the "
+            "reliable mode with a trained model). Switch compensation off to change it."
+        )
+        self.drift_track.currentIndexChanged.connect(self._track_changed)
+        row = QHBoxLayout()
+        row.addWidget(self.drift)
+        row.addWidget(self.drift_track, 1)
+        lay.addLayout(row)
         self.drift_status = QLabel("")
         self.drift_status.setWordWrap(True)
         _set_role(self.drift_status, "dim")
@@ -830,6 +847,9 @@ class CalibrationControls(QGroupBox):
         ):
             sig.connect(lambda *_: self.refresh())
         self.refresh()
+
+    def _track_changed(self, index: int) -> None:
+        self.session.drift_track = str(self.drift_track.itemData(index))
 
     def _toggled(self, on: bool) -> None:
         err = self.session.set_drift_compensation(on)
@@ -859,6 +879,12 @@ class CalibrationControls(QGroupBox):
         self.drift.setChecked(s.drift_enabled)
         self.drift.blockSignals(False)
         self.drift.setEnabled(ready and not s.recording)
+        i = self.drift_track.findData(s.drift_track)
+        if i >= 0 and i != self.drift_track.currentIndex():
+            self.drift_track.blockSignals(True)
+            self.drift_track.setCurrentIndex(i)
+            self.drift_track.blockSignals(False)
+        self.drift_track.setEnabled(not s.drift_enabled and not s.recording)
         if keep_error:
             return
         if s.recording:
@@ -867,6 +893,7 @@ class CalibrationControls(QGroupBox):
             self._show_status("preparing the drift estimator…", "dim")
         elif s.drift_plan is not None:
             n = s.drift_plan.estimator.every_n
-            self._show_status(f"on: focus estimated every {n} frames (see the Drift panel)", "dim")
+            what = "change since the start" if s.drift_plan.hold == "initial" else "focus"
+            self._show_status(f"on: {what} estimated every {n} frames (see the Drift panel)", "dim")
         else:
             self._show_status("", "dim")

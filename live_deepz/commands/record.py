@@ -81,6 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at the --planes offsets around the tracked focus)",
     )
     parser.add_argument(
+        "--drift-track",
+        choices=("focus", "keyframe"),
+        default="focus",
+        help="with --drift-compensation: 'focus' sends the planes to where a focus measure "
+        "finds the sample sharpest; 'keyframe' holds the plane in view when recording starts, "
+        "following the change found by matching each frame's refocused planes with the first "
+        "frame (the reliable mode with a trained model: benchmarks/RESULTS.md, session 7)",
+    )
+    parser.add_argument(
         "--drift-every-n",
         type=int,
         default=None,
@@ -343,6 +352,7 @@ def _run(args: argparse.Namespace) -> int:
                 precision=str(backend.precision),
                 refocus_fn=_drift_refocus_fn(model),
                 every_n=args.drift_every_n,
+                track=args.drift_track,
             )
         live = LiveSession(  # the app drives the same session object
             core,
