@@ -269,8 +269,16 @@ def test_init_from_a_model_starts_from_its_weights_and_checks_the_architecture(
     t = model.card.training
     assert t["init_from"]["weights_sha256"] == base.weights_sha256
     assert t["init_from"]["steps"] == 2 and t["short"] is False
+    assert t["init_from"]["init_from"] is None and t["init_from"]["total_steps"] == 2
     for k, v in model.generator.state_dict().items():
         assert torch.equal(v, base.generator.state_dict()[k]), k
+    # a second warm restart keeps the whole chain and counts all its steps
+    again = dataclasses.replace(tuned, init_from=str(tmp_path / "tuned"), min_useful_steps=6)
+    train(data, again, tmp_path / "again")
+    t = load_model(tmp_path / "again").card.training  # 2 + (2 + 2) >= 6: not short
+    chain = t["init_from"]
+    assert t["short"] is False and chain["total_steps"] == 4
+    assert chain["init_from"]["weights_sha256"] == base.weights_sha256
     # a random start with the same seed differs
     fresh = Trainer(dataclasses.replace(tuned, init_from=None), data, tmp_path / "fresh")
     fresh.fit()

@@ -376,6 +376,18 @@ def load_checkpoint_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], dict
 # The trainer
 
 
+def _chain_steps(init_from: Any) -> int:
+    """Steps recorded in a card's ``training.init_from`` chain (``total_steps`` when there,
+    else ``steps``; 0 for none)."""
+    if not isinstance(init_from, dict):
+        return 0
+    for key in ("total_steps", "steps"):
+        v = init_from.get(key)
+        if isinstance(v, int):
+            return v
+    return 0
+
+
 class Trainer:
     """Trains a generator (and discriminator) on :class:`PairData`; writes a model folder.
 
@@ -594,18 +606,22 @@ class Trainer:
                 f"differs from this run's {scale:g} um"
             )
         g.load_state_dict(init.generator.state_dict())
+        parent = init.card.training.get("init_from")
+        steps = init.card.training.get("steps")
         self._init_info = {
             "name": init.card.name,
             "path": str(init.path),
             "weights_sha256": init.weights_sha256,
-            "steps": init.card.training.get("steps"),
+            "steps": steps,
             "command": init.card.training.get("command"),
+            # the whole chain of warm restarts: the start's own start, and all their steps
+            "init_from": parent,
+            "total_steps": (steps if isinstance(steps, int) else 0) + _chain_steps(parent),
         }
 
     def _init_steps(self) -> int:
-        """Steps the ``--init`` model had already trained (0 without one)."""
-        steps = (self._init_info or {}).get("steps")
-        return steps if isinstance(steps, int) else 0
+        """Steps the ``--init`` model and the models it started from had trained (0 without)."""
+        return _chain_steps(self._init_info)
 
     def _save_checkpoint(
         self,
