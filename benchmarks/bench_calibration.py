@@ -232,7 +232,9 @@ def bench_drift(args: argparse.Namespace) -> dict[str, Any]:
         )
     else:
         est = DriftEstimator(refocus, measure=args.measure, **est_kw)
-    plan = DriftCompensationPlan(est, drift_filter=KalmanDrift(), hold=args.hold)
+    plan = DriftCompensationPlan(
+        est, drift_filter=KalmanDrift(accel_um2_s3=args.kalman_accel), hold=args.hold
+    )
     fps = 3.6
     served, truth, raw_err, sharp, ssim_rows = [], [], [], [], []
     first_roi: tuple[int, int, int, int] | None = None  # where the estimator measures
@@ -350,6 +352,7 @@ def bench_drift(args: argparse.Namespace) -> dict[str, Any]:
             "served_correction_um": served_a.tolist(),
         },
         "counters": plan.describe()["counters"],
+        "filter": plan.describe()["filter"],
         "scene_build_s": src.build_s,
     }
 
@@ -461,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--match-smooth-px", type=float, default=1.5, help="drift, match: blur before matching"
+    )
+    p.add_argument(
+        "--kalman-accel", type=float, default=1.0, help="drift: KalmanDrift accel_um2_s3"
     )
     p.add_argument(
         "--hold", choices=("sample", "initial"), default="sample", help="drift plan's hold mode"

@@ -21,6 +21,7 @@ __all__ = [
     "DRIFT_MAX_EVERY_N",
     "DRIFT_MIN_EVERY_N",
     "DRIFT_TRACKS",
+    "KEYFRAME_ACCEL_UM2_S3",
     "drift_compensation_plan",
     "drift_every_n",
 ]
@@ -42,6 +43,13 @@ DRIFT_MAX_EVERY_N = 100
 
 DRIFT_TRACKS = {"focus": "sample", "keyframe": "initial"}
 """The tracking modes of :func:`drift_compensation_plan` and the plan's ``hold`` for each."""
+
+KEYFRAME_ACCEL_UM2_S3 = 16.0
+"""The Kalman filter's acceleration density for keyframe tracking (focus tracking keeps
+:class:`~live_deepz.calibration.KalmanDrift`'s 1.0): its estimates are precise enough that the
+smoothing of 1.0 only adds lag. Measured on the drift bench (worm, paper-like drift, 3.6 fps):
+change RMSE 0.60/0.53/1.38 µm → 0.51/0.32/1.35 µm on three scenes with the fast model, 0.245 →
+0.07 µm with the oracle (benchmarks/RESULTS.md, session 7)."""
 
 
 def drift_every_n(
@@ -129,7 +137,7 @@ def drift_compensation_plan(
     """
     from live_deepz.dpm import parse_planes
 
-    from ._drift import DriftCompensationPlan, DriftEstimator
+    from ._drift import DriftCompensationPlan, DriftEstimator, KalmanDrift
     from ._drift_match import MatchDriftEstimator
     from ._focus import engine_refocus_fn
 
@@ -167,9 +175,11 @@ def drift_compensation_plan(
             np.zeros((ch, cw), np.float32),
             np.full((DRIFT_CHUNK, ch, cw), (lo + hi) / 2, np.float32),
         )
+    accel = KEYFRAME_ACCEL_UM2_S3 if track == "keyframe" else 1.0
     return DriftCompensationPlan(
         estimator,
         plan_offsets,
+        drift_filter=KalmanDrift(accel_um2_s3=accel),
         asynchronous=is_cuda if asynchronous is None else bool(asynchronous),
         hold=DRIFT_TRACKS[track],
     )
@@ -180,14 +190,16 @@ def continue_drift_plan(
 ) -> Any:
     """The drift plan for new plane offsets, continuing ``plan``'s estimator and current
     correction (the live planes changed while drift compensation is on)."""
-    from ._drift import DriftCompensationPlan
+    from ._drift import DriftCompensationPlan, KalmanDrift
 
     estimator = plan.estimator
     offsets = np.asarray(offsets_um, dtype=float)
     estimator.every_n = drift_every_n(estimator, frame_shape, int(offsets.size), device)
+    old = plan.filter
     return DriftCompensationPlan(
         estimator,
         offsets,
+        drift_filter=KalmanDrift(accel_um2_s3=old.q) if isinstance(old, KalmanDrift) else None,
         initial_um=plan.correction_um() - estimator.target_offset_um,
         asynchronous=str(device).startswith("cuda"),
         hold=plan.hold,

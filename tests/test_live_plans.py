@@ -156,6 +156,31 @@ def test_continue_drift_plan_keeps_estimator_and_correction() -> None:
     assert est.every_n >= 5  # the CPU budget
 
 
+def test_keyframe_drift_plan_holds_the_initial_plane_with_a_faster_filter() -> None:
+    from live_deepz.calibration import (
+        KEYFRAME_ACCEL_UM2_S3,
+        MatchDriftEstimator,
+        continue_drift_plan,
+        drift_compensation_plan,
+    )
+
+    def refocus(image: np.ndarray, dpms: np.ndarray) -> np.ndarray:
+        return np.repeat(image[None], len(dpms), axis=0)
+
+    refocus.z_range_um = (-10.0, 10.0)  # type: ignore[attr-defined]
+    plan = drift_compensation_plan(
+        None, "0", (64, 64), refocus_fn=refocus, track="keyframe", warm=False
+    )
+    assert isinstance(plan.estimator, MatchDriftEstimator) and plan.hold == "initial"
+    assert plan.estimator.anchor_um == 0.0 and plan.filter.q == KEYFRAME_ACCEL_UM2_S3
+    new = continue_drift_plan(plan, np.array([-2.0, 0.0]), (64, 64), "cpu")
+    assert new.hold == "initial" and new.filter.q == KEYFRAME_ACCEL_UM2_S3
+    focus = drift_compensation_plan(None, "0", (64, 64), refocus_fn=refocus, warm=False)
+    assert focus.hold == "sample" and focus.filter.q == 1.0
+    with pytest.raises(InputError, match="unknown drift tracking 'sharp'"):
+        drift_compensation_plan(None, "0", (64, 64), refocus_fn=refocus, track="sharp")
+
+
 def test_live_surface_calibration_checks_the_frame_size() -> None:
     from live_deepz.calibration import live_surface_calibration
 
