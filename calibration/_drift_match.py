@@ -82,6 +82,8 @@ class MatchDriftEstimator(DriftEstimator):
     match_smooth_px : Gaussian σ applied to the keyframe and to every plane before matching
         (suppresses camera noise in the keyframe and the model's noise-free planes alike).
     refresh_below : a best match below this makes the current frame the new keyframe.
+
+    ``min_prominence`` defaults to 0.02 here (the curve is ``1 + r``).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class MatchDriftEstimator(DriftEstimator):
         refresh_below: float = 0.6,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("min_prominence", 0.02)  # a curve of 1 + r varies less than sharpness
         super().__init__(refocus_fn, *args, **kwargs)
         if anchor_um is not None and not math.isfinite(float(anchor_um)):
             raise InputError(f"anchor_um must be a finite number or None, got {anchor_um!r}")
@@ -110,7 +113,6 @@ class MatchDriftEstimator(DriftEstimator):
         self._key_roi: tuple[int, int, int, int] | None = None
         self._key_defocus_um = math.nan
         self.refreshes = 0
-        self.min_prominence = min(self.min_prominence, 0.02)
 
     def reset(self) -> None:
         """Forget the keyframe: the next frame starts a new track."""
@@ -154,13 +156,10 @@ class MatchDriftEstimator(DriftEstimator):
             if not m.ok:
                 return m
         with self._lock:
-            self._set_key(crop)
+            self._key = self._smooth(crop)
             self._key_roi = roi
             self._key_defocus_um = m.defocus_um
         return m
-
-    def _set_key(self, crop: np.ndarray) -> None:
-        self._key = self._smooth(crop)
 
     def estimate_crop(
         self,
@@ -180,7 +179,7 @@ class MatchDriftEstimator(DriftEstimator):
         best_r = float(np.max(m.curve)) - 1.0
         if best_r < self.refresh_below:
             with self._lock:
-                self._set_key(crop)
+                self._key = self._smooth(crop)
                 self._key_defocus_um = key_defocus + m.defocus_um
                 self.refreshes += 1
         m.defocus_um = key_defocus + m.defocus_um

@@ -128,7 +128,7 @@ def run_mda_record(args: argparse.Namespace, open_core: Any, drift_plan: Any) ->
                 device=str(backends[0].device),
                 precision=str(backends[0].precision),
                 every_n=args.drift_every_n or 1,
-                track=getattr(args, "drift_track", "focus"),
+                track=args.drift_track,
             )
             drift_plans.append(dp)
             return dp
