@@ -9,6 +9,9 @@
 # Besides the default 20 ms exposure, a few stacks at 5 ms (4x fewer photons) and 60 ms so the
 # model does not depend on one SNR, bead cylinders, and beads through a 20 µm gel (foci over
 # the whole +-10 µm range) were added in session 4.
+# SECOND=1 also writes OUT_DIR/second/NAME.ome.tif: the same field and planes with another
+# camera-noise draw (--noise-seed 1), for `live-deepz train --second-exposure` (Noise2Noise
+# targets, session 8).
 set -euo pipefail
 out=${1:-runs/default_data}; size=${2:-256}
 mkdir -p "$out"
@@ -20,12 +23,19 @@ fi
 # written in a temporary folder and moved in when complete, and claimed with a lock folder, so
 # an interrupted run can be restarted and two runs can share the work (JOBS=2 runs two).
 sim() {
-  local name=$1; shift
-  [ -f "$out/$name.ome.tif" ] && return 0
-  mkdir "$out/.claim-$name" 2>/dev/null || return 0
-  local tmp; tmp=$(mktemp -d "$out/.tmp-XXXXXX")
+  sim_one "$out" "$@"
+  [ "${SECOND:-0}" = 1 ] || return 0
+  mkdir -p "$out/second"
+  sim_one "$out/second" "$@" --noise-seed 1
+}
+# sim_one DIR NAME ARGS...
+sim_one() {
+  local dir=$1 name=$2; shift 2
+  [ -f "$dir/$name.ome.tif" ] && return 0
+  mkdir "$dir/.claim-$name" 2>/dev/null || return 0
+  local tmp; tmp=$(mktemp -d "$dir/.tmp-XXXXXX")
   live-deepz simulate --quiet --size "$size" --z-range -15 15 --z-step 0.5 "$@" -o "$tmp/$name.ome.tif"
-  mv "$tmp/$name".* "$out/" && rmdir "$tmp" "$out/.claim-$name"
+  mv "$tmp/$name".* "$dir/" && rmdir "$tmp" "$dir/.claim-$name"
 }
 for s in 101 102 103 104 105 106; do sim beads_$s --sample beads --density 4 --seed $s; done
 for s in 111 112 113 114 115 116 117 118; do sim beadsvol_$s --sample beads-volume --thickness-um 8 --density 2 --seed $s; done

@@ -11,6 +11,8 @@
 #   OUT         training folder (default runs/default_model)
 # THREADS=2 by default (torch threads; use 1 when another job shares a 2-core machine).
 # EXTRA="--distinct-planes ..." adds options to the `live-deepz train` command.
+# SECOND=1 simulates a second exposure of every stack and trains on it as the targets
+# (`--second-exposure`, Noise2Noise; session 8).
 # INSTALL=1 copies the result into live_deepz/models/$NAME (NAME default deepz-sim20x-default;
 # replace the default only after `live-deepz eval` shows it beats the bundled model on every
 # row: benchmarks/compare_eval.py OLD.json NEW.json). SKIP_TRAIN=1 INSTALL=1 installs an OUT
@@ -20,10 +22,12 @@ steps=${1:-30000}; budget=${2:-50}; out=${3:-runs/default_model}
 data=runs/default_data
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
 # the training stacks (stacks already there are kept; JOBS=2 simulates two at a time)
-JOBS=${JOBS:-2} scripts/make_default_training_data.sh "$data" 256 > /dev/null
+JOBS=${JOBS:-2} SECOND=${SECOND:-0} scripts/make_default_training_data.sh "$data" 256 > /dev/null
+second=()
+[ "${SECOND:-0}" = 1 ] && second=(--second-exposure "$data"/second/*.ome.tif)
 OMP_NUM_THREADS=${THREADS:-2} live-deepz train --recipe fast --data "$data"/*.ome.tif -o "$out" \
   --no-align --z-half-range 10 --steps "$steps" --time-budget "$budget" --seed 0 --device cpu \
-  --overwrite ${EXTRA:-}
+  --overwrite "${second[@]}" ${EXTRA:-}
 fi
 [ "${INSTALL:-0}" = 1 ] || exit 0
 name=${NAME:-deepz-sim20x-default}

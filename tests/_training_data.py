@@ -67,15 +67,18 @@ def synth_stack(
     shifts: np.ndarray | None = None,
     blobs: int = 0,
     photons: float = 2000.0,
+    noise_seed: int | None = None,
 ) -> np.ndarray:
     """A bead layer imaged at ``n_planes`` focus positions (best focus at plane ``focus``).
 
-    ``shifts`` ``(Z, 2)`` moves each plane laterally (stage drift) by (dy, dx) px.
+    ``shifts`` ``(Z, 2)`` moves each plane laterally (stage drift) by (dy, dx) px;
+    ``noise_seed`` draws another exposure of the same beads.
     """
     focus = (n_planes - 1) / 2 if focus is None else focus
     z = (np.arange(n_planes) - focus) * z_step
     obj = bead_object(size, n_beads, seed, blobs)
-    stack = render(obj, gaussian_psf_stack(z), photons=photons, background=100.0, seed=seed + 1)
+    noise = seed + 1 if noise_seed is None else 1000 + noise_seed
+    stack = render(obj, gaussian_psf_stack(z), photons=photons, background=100.0, seed=noise)
     if shifts is not None:
         stack = (
             np.stack(

@@ -161,6 +161,62 @@ def test_distinct_planes_never_pairs_a_plane_with_itself(data) -> None:
     assert not SamplingConfig().distinct_planes
 
 
+def test_second_exposure_targets_share_no_noise_with_their_inputs(tmp_path) -> None:
+    def stacks(noise_seed: int | None) -> list[FieldStack]:
+        return [
+            FieldStack(
+                synth_stack(size=64, seed=60 + i, n_beads=20, noise_seed=noise_seed),
+                0.5,
+                0.325,
+                name=f"s{i}{'' if noise_seed is None else '-b'}.tif",
+            )
+            for i in range(2)
+        ]
+
+    cfg = PairConfig(patch=32, z_half_range_um=2.0, align=False)
+    first, second = stacks(None), stacks(1)
+    twin = build_pairs(first, cfg, tmp_path / "cache", second=second)
+    assert len(twin.fields) == 4 and twin.summary.extra["targets"] == "second exposure"
+    for r in twin.regions:
+        assert r.target_field == r.field + 2
+        assert twin.fields[r.target_field].normalization == twin.fields[r.field].normalization
+    sampler = FocusSampler(twin, SamplingConfig(crop=16, jitter_px=4), seed=1)
+    rng = np.random.default_rng(0)
+    items = [sampler.item(rng) for _ in range(400)]
+    same = [it for it in items if it[3] == it[4]]
+    assert same  # a DPM-0 pair ...
+    ri, y, x, z, _, _, _ = same[0]
+    r = sampler.regions[ri]
+    inp = twin.fields[r.field].array[z, y : y + 16, x : x + 16]
+    tgt = twin.fields[r.target_field].array[z, y : y + 16, x : x + 16]
+    assert not np.array_equal(inp, tgt)  # ... whose target is the other exposure
+    assert np.corrcoef(inp.ravel(), tgt.ravel())[0, 1] > 0.5
+    xb, zb = sampler.batch(0, 4)
+    assert xb.shape == (4, 2, 16, 16) and zb.shape == (4, 1, 16, 16)
+    with pytest.raises(InputError, match="one second exposure per --data stack"):
+        build_pairs(first, cfg, tmp_path / "cache", second=second[:1])
+    other = [FieldStack(synth_stack(n_planes=7, size=64, seed=60), 0.5, name="short.tif")]
+    with pytest.raises(InputError, match=r"not a second exposure of s0\.tif"):
+        build_pairs(first[:1], cfg, tmp_path / "cache", second=other)
+
+
+def test_target_half_range_widens_only_the_target_window(tmp_path) -> None:
+    stacks = [
+        FieldStack(synth_stack(n_planes=21, size=64, seed=60 + i, n_beads=20), 0.5, name=f"w{i}")
+        for i in range(2)
+    ]
+    cfg = PairConfig(patch=32, z_half_range_um=2.0, align=False)
+    base = build_pairs(stacks, cfg, tmp_path / "c")
+    wide = build_pairs(stacks, dataclasses.replace(cfg, target_half_range_um=4.0), tmp_path / "c")
+    assert [r.inputs for r in wide.regions] == [r.inputs for r in base.regions]
+    for r in wide.regions:
+        assert r.targets == (r.mid - 8, r.mid + 8)  # the sharpest plane ± 4 µm
+    assert wide.summary.extra["target_half_range_um"] == 4.0
+    assert wide.summary.dpm_range_um[1] > base.summary.dpm_range_um[1]
+    with pytest.raises(InputError, match="--target-half-range"):
+        PairConfig(z_half_range_um=2.0, target_half_range_um=1.0)
+
+
 def test_focus_sampler_refuses_crops_larger_than_the_regions(data) -> None:
     with pytest.raises(InputError, match="do not fit"):
         FocusSampler(data, SamplingConfig(crop=48))
@@ -340,10 +396,31 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
             *("--recipe", "paper", "--distinct-planes"),
         ],
         "no model named 'nope'": [*base, "--steps", "1", "--init", "nope"],
+        "--second-exposure works with --recipe fast": [
+            *_cli(tmp_path, "--data", *data, "-o", str(out)),
+            *("--recipe", "paper", "--second-exposure", *data),
+        ],
+        "give one per --data stack": [*base, "--steps", "1", "--second-exposure", data[0]],
     }
     for message, args in cases.items():
         assert main([*args, "--overwrite"]) == 1
         assert message in capsys.readouterr().err, message
+
+
+def test_cli_second_exposure_trains_on_the_other_exposure(tmp_path) -> None:
+    from live_deepz.cli import main
+
+    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
+    second = [
+        _write(tmp_path / f"fov{i}b.tif", synth_stack(seed=70 + i, noise_seed=1)) for i in range(2)
+    ]
+    out = tmp_path / "n2n"
+    base = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    assert main([*base, "--steps", "3", "--second-exposure", *second]) == 0
+    with pytest.warns(UnfinishedModelWarning):
+        t = load_model(out).card.training
+    assert t["data"]["extra"]["targets"] == "second exposure"
+    assert t["data"]["extra"]["second_exposures"] == ["fov0b.tif", "fov1b.tif"]
 
 
 def test_recipes_have_the_documented_defaults() -> None:

@@ -85,3 +85,27 @@ def test_simulate_bead_density(tmp_path, capsys) -> None:
     assert "--density applies to the bead samples" in capsys.readouterr().err
     assert main(["simulate", "--density", "0", "-o", out, "--quiet"]) == 1
     assert "--density must be > 0" in capsys.readouterr().err
+
+
+def test_noise_seed_is_a_second_exposure_of_the_same_field(tmp_path, capsys) -> None:
+    def sim(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / name
+        args = ["simulate", "--size", "48", "--z-range", "-1", "1", "--density", "8"]
+        assert main([*args, "--seed", "4", "--quiet", *extra, "-o", str(out)]) == 0
+        return read_stack(out).data.astype(np.float64)
+
+    first, second, again = (
+        sim("a.ome.tif"),
+        sim("b.ome.tif", "--noise-seed", "1"),
+        sim("c.ome.tif", "--noise-seed", "1"),
+    )
+    truth = [json.loads((tmp_path / f"{k}.truth.json").read_text()) for k in "ab"]
+    assert truth[0]["sample"]["objects"] == truth[1]["sample"]["objects"]
+    np.testing.assert_array_equal(second, again)  # the noise seed decides the draw
+    diff = first - second
+    assert np.abs(diff).mean() > 1.0  # another draw of the noise ...
+    assert abs(diff.mean()) < 0.05 * first.std()  # ... of the same expected counts
+    assert np.corrcoef(first.ravel(), second.ravel())[0, 1] > 0.5
+    assert read_stack(tmp_path / "b.ome.tif").metadata["noise_seed"] == 1
+    assert main(["simulate", "--noise-seed", "-1", "-o", str(tmp_path / "x.ome.tif")]) == 1
+    assert "--noise-seed" in capsys.readouterr().err

@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--z-step", type=float, default=0.5, help="focus step, µm (0.5)")
     parser.add_argument("--size", type=int, default=256, help="image side, pixels (256)")
     parser.add_argument("--seed", type=int, default=0, help="sample and noise seed (0)")
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        default=None,
+        help="another camera-noise draw of the same sample (default: from --seed); two "
+        "stacks that differ only here are two exposures of one field (Noise2Noise targets "
+        "for train --second-exposure)",
+    )
     parser.add_argument("--tilt-deg", type=float, default=1.5, help="beads-tilted: tilt (1.5)")
     parser.add_argument(
         "--azimuth-deg", type=float, default=0.0, help="beads-tilted: tilt direction from +x"
@@ -162,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--size must be within 16..4096, got {args.size}")
     if args.exposure_ms <= 0:
         raise InputError(f"--exposure-ms must be > 0, got {args.exposure_ms}")
+    if getattr(args, "noise_seed", None) is not None and args.noise_seed < 0:
+        raise InputError(f"--noise-seed must be >= 0, got {args.noise_seed}")
     n_planes = int(np.floor((hi - lo) / args.z_step + 1e-9)) + 1
     if n_planes > 2001:
         raise InputError(f"{n_planes} planes is too many; narrow --z-range or raise --z-step")
@@ -188,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
 
     renderer = Renderer(optics, (args.size, args.size), progress=not args.quiet)
     camera = CameraModel()
-    rng = np.random.default_rng(np.random.SeedSequence([args.seed, 1]))
+    noise_seed = getattr(args, "noise_seed", None)
+    entropy = [args.seed, 1] if noise_seed is None else [args.seed, 1, 1 + noise_seed]
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
     stack = np.empty((n_planes, len(channels), args.size, args.size), dtype=np.uint16)
     for ci, ch in enumerate(channels):
         if not args.quiet:
@@ -216,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         "exposure_ms": args.exposure_ms,
         "noise": bool(args.noise),
         "seed": args.seed,
+        "noise_seed": noise_seed,
         "t_s": args.t_s,
         "channels": [sample.channel_names[c] for c in channels],
         "z_convention": (

@@ -83,6 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stack, same fields, same order",
     )
     d.add_argument(
+        "--second-exposure",
+        nargs="+",
+        metavar="STACK",
+        help="fast recipe: another exposure of each --data stack (same field and planes, "
+        "independent camera noise; same order): targets are read from it, so the network "
+        "learns the noise-free plane at every DPM, 0 included (Noise2Noise)",
+    )
+    d.add_argument(
         "--z-step", type=float, metavar="UM", help="axial step (um) when the files do not say it"
     )
     d.add_argument(
@@ -94,6 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="UM",
         help="use planes within ±this of each region's sharpest plane (default 10)",
+    )
+    d.add_argument(
+        "--target-half-range",
+        type=float,
+        metavar="UM",
+        help="target planes within ±this of each region's sharpest plane (default: "
+        "--z-half-range); wider, it trains refocusing further from the sample",
     )
     d.add_argument(
         "--patch", type=int, help="training patch side, px (default: paper 256, fast 64)"
@@ -351,6 +366,17 @@ def run(args: argparse.Namespace) -> int:
                 "--recipe fast is for Deep-Z (wide-field targets); Deep-Z+ (--labels) trains "
                 "with --recipe paper"
             )
+        second_exposure = getattr(args, "second_exposure", None)
+        if second_exposure is not None and (cross or rec.name != "fast"):
+            raise InputError(
+                "--second-exposure works with --recipe fast (Deep-Z), not with --recipe "
+                "paper or --labels"
+            )
+        if second_exposure is not None and len(second_exposure) != len(args.data):
+            raise InputError(
+                f"{len(args.data)} --data stack(s) but {len(second_exposure)} "
+                "--second-exposure stack(s): give one per --data stack, in the same order"
+            )
         total = args.steps if args.steps is not None else rec.steps
         pre, gan = _split_steps(rec.name, total, args.pretrain_steps, rec.pretrain_steps)
         if total < 1:
@@ -394,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
         pcfg = PairConfig(
             patch=region,
             z_half_range_um=args.z_half_range,
+            target_half_range_um=getattr(args, "target_half_range", None),
             targets_per_input=args.targets_per_input or (4 if cross else 5),
             holdout_stacks=tuple(args.holdout_stack),
             holdout_right=args.holdout_right,
@@ -436,6 +463,11 @@ def run(args: argparse.Namespace) -> int:
 
         stacks = load_stacks(args.data, args.z_step, args.channel)
         labels = load_stacks(args.labels, args.z_step, args.channel) if cross else []
+        second = (
+            load_stacks(second_exposure, args.z_step, args.channel)
+            if second_exposure is not None
+            else None
+        )
         cache = args.cache or _default_cache()
         # rank 0 prepares (and caches) the stacks first; the others then read the cache
         data = None
@@ -446,7 +478,7 @@ def run(args: argparse.Namespace) -> int:
                         stacks, labels, pcfg, cache, CrossModalConfig(), progress=say
                     )
                 else:
-                    data = build_pairs(stacks, pcfg, cache, progress=say)
+                    data = build_pairs(stacks, pcfg, cache, progress=say, second=second)
             barrier(env)
         assert data is not None
         s = data.summary

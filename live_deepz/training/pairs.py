@@ -233,6 +233,9 @@ class PairConfig:
     """Side of the square regions / training patches (px)."""
     z_half_range_um: float = 10.0
     """Planes within ±this of each region's sharpest plane are used (paper: ±10 um)."""
+    target_half_range_um: float | None = None
+    """Target planes within ±this of the sharpest plane (None: ``z_half_range_um``); wider
+    than the inputs' window, it trains refocusing further away from the sample."""
     targets_per_input: int = 5
     """Random target planes per input plane (paper: 5-10; Deep-Z+: 4)."""
     overlap: float = 0.05
@@ -261,6 +264,11 @@ class PairConfig:
             raise InputError(f"--patch must be a multiple of 16 and >= 16, got {self.patch}")
         if not self.z_half_range_um > 0:
             raise InputError(f"--z-half-range must be > 0 um, got {self.z_half_range_um}")
+        t = self.target_half_range_um
+        if t is not None and not t >= self.z_half_range_um:
+            raise InputError(
+                f"--target-half-range ({t} um) must be >= --z-half-range ({self.z_half_range_um})"
+            )
         if self.targets_per_input < 1:
             raise InputError("targets per input must be >= 1")
         if not 0 <= self.overlap < 1:
@@ -458,17 +466,25 @@ def prepare_field(
     align: bool = True,
     max_step_shift_px: float = 5.0,
     progress: Progress | None = None,
+    like: PreparedField | None = None,
 ) -> PreparedField:
     """Align, normalise (EDF reference, paper steps 1-4) and cache one stack.
 
-    Reuses ``cache_dir/field-<hash>.npy`` when a previous run prepared the same raw data
-    with the same settings.
+    ``like``: a second exposure of that prepared field; its plane shifts and normalisation
+    are applied instead of being measured on this stack's own noise, so both exposures
+    share one intensity scale and frame. Reuses ``cache_dir/field-<hash>.npy`` when a
+    previous run prepared the same raw data with the same settings.
     """
-    settings = {
+    settings: dict[str, Any] = {
         "v": CACHE_VERSION,
         "align": bool(align),
         "max_step_shift_px": float(max_step_shift_px),
     }
+    if like is not None:
+        settings["like"] = {
+            "normalization": like.normalization.to_dict(),
+            "shifts_px": np.asarray(like.shifts_px, dtype=np.float64).round(6).tolist(),
+        }
     key = _stack_key(stack, settings)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -495,19 +511,26 @@ def prepare_field(
             from_cache=True,
         )
 
-    what = f"aligning {stack.data.shape[0]} planes, normalising" if align else "normalising"
+    if like is not None:
+        what = f"second exposure of {like.name}: its alignment and normalisation"
+    elif align:
+        what = f"aligning {stack.data.shape[0]} planes, normalising"
+    else:
+        what = "normalising"
     _say(progress, f"{stack.name}: {what}")
     tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp.npy")
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=stack.data.shape)
-        if align:
+        if like is not None:
+            _, shifts = align_planes(stack.data, shifts=like.shifts_px, out=out)
+        elif align:
             _, shifts = align_planes(stack.data, out=out, max_step_shift_px=max_step_shift_px)
         else:
             out[:] = stack.data
             shifts = np.zeros((stack.data.shape[0], 2))
         edf_raw = extended_depth_of_field(out)
         try:
-            norm = fit_normalization(edf_raw)
+            norm = like.normalization if like is not None else fit_normalization(edf_raw)
         except InputError as exc:
             raise InputError(f"{stack.name}: cannot normalise this stack: {exc}") from None
         for z in range(out.shape[0]):
@@ -730,7 +753,7 @@ def make_regions(
     for k, ((y, x), mid) in enumerate(zip(corners, mids, strict=True)):
         centre = float(f_in.z_um[mid])
         win_in = _window(f_in.z_um, centre, cfg.z_half_range_um)
-        win_out = _window(f_out.z_um, centre, cfg.z_half_range_um)
+        win_out = _window(f_out.z_um, centre, cfg.target_half_range_um or cfg.z_half_range_um)
         if win_in is None or win_out is None:
             continue
         dy, dx = target_offsets[k] if target_offsets is not None else (0, 0)
@@ -1036,6 +1059,8 @@ def finish(
             "background"
         )
     regions = split_regions(regions, cfg.val_fraction, cfg.seed)
+    if cfg.target_half_range_um is not None:
+        extra = {**(extra or {}), "target_half_range_um": cfg.target_half_range_um}
     pairs = make_pairs(regions, fields, cfg.targets_per_input, cfg.seed)
     px = [s.pixel_size_um for s in stacks if s.pixel_size_um]
     counts = {s: sum(r.split == s for r in regions) for s in SPLITS}
@@ -1059,33 +1084,62 @@ def finish(
     return data
 
 
+def check_second_exposures(stacks: Sequence[FieldStack], second: Sequence[FieldStack]) -> None:
+    """Each ``second[k]`` must be another exposure of ``stacks[k]``: same shape and planes."""
+    if len(second) != len(stacks):
+        raise InputError(
+            f"{len(stacks)} --data stack(s) but {len(second)} --second-exposure stack(s): give "
+            "one second exposure per --data stack, in the same order"
+        )
+    for a, b in zip(stacks, second, strict=True):
+        if a.data.shape != b.data.shape or not np.allclose(a.z_um, b.z_um, atol=1e-3):
+            raise InputError(
+                f"{b.name} is not a second exposure of {a.name}: {b.data.shape} planes at "
+                f"{b.z_um[0]:g}..{b.z_um[-1]:g} um against {a.data.shape} at "
+                f"{a.z_um[0]:g}..{a.z_um[-1]:g} um (same field, same planes needed)"
+            )
+
+
 def build_pairs(
     stacks: Sequence[FieldStack],
     cfg: PairConfig,
     cache_dir: str | os.PathLike[str],
     progress: Progress | None = None,
+    second: Sequence[FieldStack] | None = None,
 ) -> PairData:
-    """The Deep-Z training data from wide-field z-stacks (one field of view each)."""
+    """The Deep-Z training data from wide-field z-stacks (one field of view each).
+
+    ``second``: another exposure of each stack (same field and planes, independent camera
+    noise); the targets are then read from it, so no pair shares its input's noise and the
+    L2 optimum is the noise-free plane at every DPM, 0 included (Noise2Noise).
+    """
     check_stacks(stacks, cfg)
     fields = [
         prepare_field(s, cache_dir, cfg.align, cfg.max_step_shift_px, progress) for s in stacks
     ]
+    n = len(fields)
+    if second is not None:
+        check_second_exposures(stacks, second)
+        fields += [
+            prepare_field(s, cache_dir, progress=progress, like=f)
+            for s, f in zip(second, fields, strict=True)
+        ]
     regions: list[Region] = []
     cover = np.zeros(2, dtype=np.int64)
-    for i, f in enumerate(fields):
+    for i, f in enumerate(fields[:n]):
         mask = foreground_mask(f.edf, cfg.mask_low, cfg.mask_high)
         corners_all = []
+        target = i if second is None else n + i
         for bounds, split in holdout_bounds(i, f.shape[1:], cfg):
             corners = greedy_cover(mask, cfg.patch, cfg.overlap, bounds=bounds)
-            regions += make_regions(fields, i, i, corners, cfg, split)
+            regions += make_regions(fields, i, target, corners, cfg, split)
             corners_all += corners
         cover += covered_fraction(mask, corners_all, cfg.patch)
         _say(progress, f"{f.name}: {sum(r.field == i for r in regions)} regions")
+    extra: dict[str, Any] = {"foreground_covered": round(float(cover[0] / max(cover[1], 1)), 4)}
+    if second is not None:
+        extra["targets"] = "second exposure"
+        extra["second_exposures"] = [s.name for s in second]
     return finish(
-        fields,
-        regions,
-        cfg,
-        stacks,
-        {"input": "widefield", "output": "widefield"},
-        extra={"foreground_covered": round(float(cover[0] / max(cover[1], 1)), 4)},
+        fields, regions, cfg, stacks, {"input": "widefield", "output": "widefield"}, extra
     )

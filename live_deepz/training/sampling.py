@@ -18,6 +18,9 @@ draws each training item afresh from ``(seed, batch number)``:
 * with ``distinct_planes`` a Deep-Z target is never the input plane itself: every pair is
   two exposures with independent noise, so the L2-optimal output is the noise-free plane
   (Noise2Noise) at every DPM, including 0, where an identical pair teaches the identity;
+  training data with a second exposure of every stack (``build_pairs(..., second=...)``,
+  ``train --second-exposure``) reaches the same without losing the DPM-0 pairs: there every
+  target is read from the other exposure;
 * one of the 8 flips/90° rotations.
 
 An independent ablation on this project's 2-core CPU (issue 14) measured each of the
