@@ -198,6 +198,8 @@ def test_second_exposure_targets_share_no_noise_with_their_inputs(tmp_path) -> N
     other = [FieldStack(synth_stack(n_planes=7, size=64, seed=60), 0.5, name="short.tif")]
     with pytest.raises(InputError, match=r"not a second exposure of s0\.tif"):
         build_pairs(first[:1], cfg, tmp_path / "cache", second=other)
+    with pytest.raises(InputError, match=r"identical to s0\.tif: a second exposure needs"):
+        build_pairs(first[:1], cfg, tmp_path / "cache", second=first[:1])
 
 
 def test_target_half_range_widens_only_the_target_window(tmp_path) -> None:

@@ -1098,6 +1098,11 @@ def check_second_exposures(stacks: Sequence[FieldStack], second: Sequence[FieldS
                 f"{b.z_um[0]:g}..{b.z_um[-1]:g} um against {a.data.shape} at "
                 f"{a.z_um[0]:g}..{a.z_um[-1]:g} um (same field, same planes needed)"
             )
+        if np.array_equal(a.data, b.data):
+            raise InputError(
+                f"{b.name} is identical to {a.name}: a second exposure needs its own camera "
+                "noise (another acquisition, or simulate --noise-seed)"
+            )
 
 
 def build_pairs(
@@ -1114,12 +1119,13 @@ def build_pairs(
     L2 optimum is the noise-free plane at every DPM, 0 included (Noise2Noise).
     """
     check_stacks(stacks, cfg)
+    if second is not None:
+        check_second_exposures(stacks, second)
     fields = [
         prepare_field(s, cache_dir, cfg.align, cfg.max_step_shift_px, progress) for s in stacks
     ]
     n = len(fields)
     if second is not None:
-        check_second_exposures(stacks, second)
         fields += [
             prepare_field(s, cache_dir, progress=progress, like=f)
             for s, f in zip(second, fields, strict=True)
