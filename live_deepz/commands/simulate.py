@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--size must be within 16..4096, got {args.size}")
     if args.exposure_ms <= 0:
         raise InputError(f"--exposure-ms must be > 0, got {args.exposure_ms}")
-    if getattr(args, "noise_seed", None) is not None and args.noise_seed < 0:
+    if args.noise_seed is not None and args.noise_seed < 0:
         raise InputError(f"--noise-seed must be >= 0, got {args.noise_seed}")
     n_planes = int(np.floor((hi - lo) / args.z_step + 1e-9)) + 1
     if n_planes > 2001:
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
     renderer = Renderer(optics, (args.size, args.size), progress=not args.quiet)
     camera = CameraModel()
-    noise_seed = getattr(args, "noise_seed", None)
+    noise_seed = args.noise_seed
     entropy = [args.seed, 1] if noise_seed is None else [args.seed, 1, 1 + noise_seed]
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
     stack = np.empty((n_planes, len(channels), args.size, args.size), dtype=np.uint16)

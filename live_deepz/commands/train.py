@@ -366,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
                 "--recipe fast is for Deep-Z (wide-field targets); Deep-Z+ (--labels) trains "
                 "with --recipe paper"
             )
-        second_exposure = getattr(args, "second_exposure", None)
+        second_exposure = args.second_exposure
         if second_exposure is not None and (cross or rec.name != "fast"):
             raise InputError(
                 "--second-exposure works with --recipe fast (Deep-Z), not with --recipe "
@@ -420,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
         pcfg = PairConfig(
             patch=region,
             z_half_range_um=args.z_half_range,
-            target_half_range_um=getattr(args, "target_half_range", None),
+            target_half_range_um=args.target_half_range,
             targets_per_input=args.targets_per_input or (4 if cross else 5),
             holdout_stacks=tuple(args.holdout_stack),
             holdout_right=args.holdout_right,

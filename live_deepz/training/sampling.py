@@ -136,10 +136,12 @@ class FocusSampler:
             )
         ys, xs, reg, focus = [], [], [], []
         for fi, f in enumerate(data.fields):
+            mine = [(k, r) for k, r in enumerate(self.regions) if r.field == fi]
+            if not mine:  # a target-only field (second exposure, Deep-Z+ labels)
+                continue
             mask = foreground_mask(f.edf, data.cfg.mask_low, data.cfg.mask_high)
             peaks = field_peaks(f.edf, cfg.peak_threshold, cfg.peak_smooth_px, mask)
-            mine = [(k, r) for k, r in enumerate(self.regions) if r.field == fi]
-            if len(peaks) == 0 or not mine:
+            if len(peaks) == 0:
                 continue
             # the focus is read in the target stack (the same one for Deep-Z)
             tf = mine[0][1].target_field
