@@ -256,3 +256,30 @@ def test_cli_reports_bad_inputs(tmp_path, capsys) -> None:
         assert main(_paper(tmp_path, *extra, "-o", str(out), "--steps", "1")) == 1
         err = capsys.readouterr().err
         assert message in err, (message, err)
+
+
+def test_weight_average_is_what_gets_saved_and_resumes_exactly(data, tmp_path) -> None:
+    raw = dataclasses.replace(TINY, select_on="last", val_every=1)
+    train(data, dataclasses.replace(raw, pretrain_steps=1), tmp_path / "w1")
+    train(data, dataclasses.replace(raw, pretrain_steps=2), tmp_path / "w2")
+    w1, w2 = _g_tensors(tmp_path / "w1"), _g_tensors(tmp_path / "w2")
+    ema = dataclasses.replace(raw, pretrain_steps=2, ema_decay=0.5)
+    train(data, ema, tmp_path / "ema")
+    tensors, _ = load_checkpoint_tensors(tmp_path / "ema" / "checkpoint")
+    saved = load_model(tmp_path / "ema")
+    assert saved.card.training["ema_decay"] == 0.5
+    for name, value in saved.generator.state_dict().items():
+        g = f"G/{name}"
+        assert torch.equal(tensors[g], w2[g])  # the raw weights train as without the average
+        if value.is_floating_point():  # after two updates: the mean of the two weights
+            assert torch.allclose(value, 0.5 * (w1[g] + w2[g]), atol=1e-6)
+            assert torch.equal(tensors[f"E/module.{name}"], value)
+    # resuming restores the average too: the same result as one uninterrupted run
+    train(data, dataclasses.replace(ema, pretrain_steps=1), tmp_path / "cont")
+    train(data, ema, tmp_path / "cont", resume=True)
+    a, b = _g_tensors(tmp_path / "ema"), _g_tensors(tmp_path / "cont")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="ema_decay"):
+        train(data, dataclasses.replace(ema, ema_decay=0.9), tmp_path / "cont", resume=True)
+    with pytest.raises(InputError, match="--ema"):
+        dataclasses.replace(ema, ema_decay=1.0)

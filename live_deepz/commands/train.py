@@ -235,6 +235,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "initialisation: fine-tune a bundled model on your own stacks",
     )
     t.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="validate, keep and save an exponential moving average of the generator's "
+        "weights with this decay per step (e.g. 0.999 = about the last 1000 steps); "
+        "default 0 = the raw weights",
+    )
+    t.add_argument(
         "--focus-target-fraction",
         type=float,
         help="fast: fraction of centred crops whose target is the object's focus ±1 (0.5)",
@@ -455,6 +464,7 @@ def run(args: argparse.Namespace) -> int:
             sampling=sampling,
             min_useful_steps=rec.min_useful_steps,
             init_from=args.init,
+            ema_decay=args.ema,
         )
 
         def say(msg: str) -> None:
@@ -501,6 +511,7 @@ def run(args: argparse.Namespace) -> int:
             + (f" inside {region} px regions" if region != patch else "")
             + f", lr {tcfg.lr_g:g} {tcfg.lr_schedule}{budget}, device {device}"
             + (f", starting from {args.init}" if args.init else "")
+            + (f", weight average (EMA) {tcfg.ema_decay:g}" if tcfg.ema_decay else "")
             + (f", {env.world_size} processes" if env.distributed else "")
         )
         command = _command_line()

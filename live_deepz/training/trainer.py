@@ -117,6 +117,7 @@ _RESUME_KEYS = (
     "max_val_pairs",
     "seed",
     "init_from",
+    "ema_decay",
 )
 
 #: Values of resume keys added later, for checkpoints written before them.
@@ -129,6 +130,7 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "lr_final_fraction": 0.02,
     "select_on": "val_mae",
     "init_from": None,
+    "ema_decay": 0.0,
 }
 #: Bright target pixels (normalised intensity) for the balanced validation MAE.
 FG_THRESHOLD = 0.15
@@ -216,6 +218,11 @@ class TrainConfig:
     init_from: str | None = None
     """Start from this model's generator weights (a name or folder; fine-tuning) instead of
     a random initialisation. Its architecture and DPM scale must match this run's."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the generator's weights with this decay per
+    update (e.g. 0.999: about the last 1000 updates) and validate, select and save the
+    average instead of the raw weights; 0 = off. The average smooths the step-to-step noise
+    of the last weights (torch.optim.swa_utils)."""
 
     @property
     def generator_architecture(self) -> dict[str, Any]:
@@ -253,6 +260,8 @@ class TrainConfig:
             )
         if self.warmup_steps < 0 or not 0 < self.lr_final_fraction <= 1:
             raise InputError("warm-up steps must be >= 0 and the final lr fraction in (0, 1]")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"--ema must be in [0, 1), got {self.ema_decay}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise InputError(f"--time-budget must be > 0 minutes, got {self.time_budget_s}")
         get_architecture(self.architecture)  # ModelFileError naming the known types
@@ -556,6 +565,7 @@ class Trainer:
             "disc_width": self.cfg.disc_width or self.cfg.width,
             "seed": self.cfg.seed,
             "init_from": self._init_info,
+            "ema_decay": cfg.ema_decay,
             "device": str(self.device),
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
             "world_size": self.env.world_size,
@@ -631,6 +641,7 @@ class Trainer:
         opt_d: torch.optim.Optimizer,
         scalers: tuple[Any, Any],
         state: _State,
+        ema: nn.Module | None = None,
     ) -> None:
         from safetensors.torch import save_file
 
@@ -638,6 +649,10 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"G/{k}": v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
         tensors.update({f"D/{k}": v.detach().cpu().contiguous() for k, v in d.state_dict().items()})
+        if ema is not None:
+            tensors.update(
+                {f"E/{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+            )
         tg, groups_g = _flatten_optimizer(opt_g, "opt_g")
         td, groups_d = _flatten_optimizer(opt_d, "opt_d")
         tensors.update(tg)
@@ -663,6 +678,7 @@ class Trainer:
         opt_g: torch.optim.Optimizer,
         opt_d: torch.optim.Optimizer,
         scalers: tuple[Any, Any],
+        ema: nn.Module | None = None,
     ) -> _State:
         tensors, meta = load_checkpoint_tensors(self.out / CHECKPOINT_DIR)
         saved = meta.get("config", {})
@@ -681,6 +697,8 @@ class Trainer:
             )
         g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G/")})
         d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D/")})
+        if ema is not None:
+            ema.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("E/")})
         groups = meta["param_groups"]
         opt_g.load_state_dict(_unflatten_optimizer(tensors, "opt_g", groups["opt_g"]))
         opt_d.load_state_dict(_unflatten_optimizer(tensors, "opt_d", groups["opt_d"]))
@@ -739,8 +757,10 @@ class Trainer:
         best_weights: dict[str, torch.Tensor] | None = None
         if cfg.init_from is not None:
             self._load_init(g)
+        ema = moving_average(g, cfg.ema_decay) if cfg.ema_decay else None
+        kept = ema.module if ema is not None else g  # what is validated, selected and saved
         if resume:
-            state = self._load_checkpoint(g, d, opt_g, opt_d, scalers)
+            state = self._load_checkpoint(g, d, opt_g, opt_d, scalers, ema)
             if env.is_main and state.best_step >= 0:
                 best_weights = load_model(self.out).generator.state_dict()
         g_par, d_par = wrap_ddp(g, env, dev), wrap_ddp(d, env, dev)
@@ -757,11 +777,13 @@ class Trainer:
             if last or score < state.best_mae:
                 state.best_mae, state.best_step, state.best_val = score, state.step, dict(val)
                 if env.is_main:
-                    best_weights = {k: v.detach().cpu().clone() for k, v in g.state_dict().items()}
-                    save_model(self.out, g, self._card(state, wall()))
+                    best_weights = {
+                        k: v.detach().cpu().clone() for k, v in kept.state_dict().items()
+                    }
+                    save_model(self.out, kept, self._card(state, wall()))
 
         if state.initial_mae is None:
-            val0 = self.validate_all(g)
+            val0 = self.validate_all(kept)
             state.initial_mae = val0["val_mae"]
             keep_if_best(val0)
             state.history.append({"step": 0, "phase": "init", **val0, "wall_s": wall()})
@@ -819,7 +841,7 @@ class Trainer:
             checkpoint(losses, phase)
 
         def checkpoint(losses: dict[str, float], phase: str) -> None:
-            val = self.validate_all(g)
+            val = self.validate_all(kept)
             mae = val["val_mae"]
             keep_if_best(val)
             n = max(acc.pop("n", 1.0), 1.0)
@@ -830,7 +852,7 @@ class Trainer:
             state.history.append(row)
             state.wall_s = wall()
             if env.is_main:
-                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state)
+                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state, ema)
             bar.set_postfix(_fmt(losses, state, mae), refresh=True)
 
         def g_step(x: torch.Tensor, z: torch.Tensor, adversarial: bool) -> dict[str, float]:
@@ -856,6 +878,8 @@ class Trainer:
             scalers[0].scale(loss).backward()
             scalers[0].step(opt_g)
             scalers[0].update()
+            if ema is not None:
+                ema.update_parameters(g)
             if adversarial:
                 d.requires_grad_(True)
             out["train_mae"] = float(mae.detach())
@@ -918,7 +942,7 @@ class Trainer:
                         "marked short in its card and loading it warns"
                     )
             if not (self.out / CHECKPOINT_DIR / "state.json").exists():  # no step was run
-                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state)
+                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state, ema)
             curve = self._write_outputs(state)
         return TrainResult(
             model_path=self.out,
@@ -931,6 +955,13 @@ class Trainer:
             history=state.history,
             curve_path=curve,
         )
+
+
+def moving_average(g: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``g``'s weights and buffers (starts as a copy)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def weighted_mae(err: torch.Tensor, target: torch.Tensor, fg_weight: float) -> torch.Tensor:
