@@ -440,3 +440,25 @@ def test_recipes_have_the_documented_defaults() -> None:
     assert recipe("paper", "cuda").steps == 21000 and recipe("paper", "cuda").width == 1.0
     with pytest.raises(InputError, match="unknown recipe"):
         recipe("slow")
+
+
+def test_focus_input_draws_start_sharp_and_leave_earlier_runs_unchanged(data) -> None:
+    base = SamplingConfig(crop=16, jitter_px=4, centred_fraction=1.0, focus_target_fraction=0.0)
+    plain, sharp = (
+        FocusSampler(data, dataclasses.replace(base, focus_input_fraction=f), seed=4)
+        for f in (0.0, 1.0)
+    )
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    near_plain = near_sharp = 0
+    for _ in range(300):
+        *_, zin_a, _zt_a, _aug_a, foc_a = plain.item(rng_a)
+        ri, _y, _x, zin_b, zt_b, _aug_b, foc_b = sharp.item(rng_b)
+        r = sharp.regions[ri]
+        assert not foc_a and not foc_b
+        assert r.inputs[0] <= zin_b <= r.inputs[1] and r.targets[0] <= zt_b <= r.targets[1]
+        near_plain += abs(zin_a - 4) <= 1  # the synthetic beads' focus is plane 4 of 9
+        near_sharp += abs(zin_b - 4) <= 1
+    assert near_sharp > 250 and near_plain < 200
+    assert SamplingConfig().focus_input_fraction == 0.0  # off by default
+    with pytest.raises(InputError, match="focus-input-fraction must lie in"):
+        SamplingConfig(focus_input_fraction=1.5)

@@ -249,6 +249,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fast: fraction of centred crops whose target is the object's focus ±1 (0.5)",
     )
     t.add_argument(
+        "--focus-input-fraction",
+        type=float,
+        help="fast: fraction of the other centred crops whose input is the object's focus ±1 "
+        "and whose target is uniform: sharp objects rendered defocused (default 0)",
+    )
+    t.add_argument(
         "--val-every",
         type=int,
         help="validate and checkpoint every N steps (default: paper 50, fast 500)",
@@ -407,6 +413,7 @@ def run(args: argparse.Namespace) -> int:
                     for k, v in (
                         ("centred_fraction", args.centred_fraction),
                         ("focus_target_fraction", args.focus_target_fraction),
+                        ("focus_input_fraction", args.focus_input_fraction),
                         ("balance", args.balance),
                         ("distinct_planes", args.distinct_planes),
                     )
@@ -418,13 +425,14 @@ def run(args: argparse.Namespace) -> int:
             for v in (
                 args.centred_fraction,
                 args.focus_target_fraction,
+                args.focus_input_fraction,
                 args.balance,
                 args.distinct_planes,
             )
         ):
             raise InputError(
-                "--centred-fraction/--focus-target-fraction/--balance/--distinct-planes need "
-                "--recipe fast"
+                "--centred-fraction/--focus-target-fraction/--focus-input-fraction/--balance/"
+                "--distinct-planes need --recipe fast"
             )
         pcfg = PairConfig(
             patch=region,

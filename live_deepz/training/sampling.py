@@ -15,6 +15,9 @@ draws each training item afresh from ``(seed, batch number)``:
 * for a centred crop, with probability ``focus_target_fraction`` the target plane is the
   centre object's own focus plane (argmax over z of its smoothed intensity) ± ``focus_window``
   planes; otherwise uniform within the window;
+* for a centred crop whose target was not focus-targeted, with probability
+  ``focus_input_fraction`` the *input* is the object's focus plane ± ``focus_window`` (and the
+  target uniform): a focused object rendered defocused, the planes away from the sample;
 * with ``distinct_planes`` a Deep-Z target is never the input plane itself: every pair is
   two exposures with independent noise, so the L2-optimal output is the noise-free plane
   (Noise2Noise) at every DPM, including 0, where an identical pair teaches the identity;
@@ -54,6 +57,10 @@ class SamplingConfig:
     """Fraction of crops centred on an object (a local maximum of the smoothed EDF)."""
     focus_target_fraction: float = 0.5
     """Fraction of the centred crops whose target is the object's own focus plane ± 1."""
+    focus_input_fraction: float = 0.0
+    """Fraction of the other centred crops whose input is the object's focus plane ± 1 (the
+    target uniform): the network then also learns to defocus a sharp object, the planes
+    away from the sample. 0 = the input plane is always uniform (every run before it)."""
     jitter_px: int = 16
     """Largest shift of a centred crop's centre from its object (px)."""
     peak_threshold: float = 0.15
@@ -75,7 +82,7 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
             raise InputError(f"--patch must be a multiple of 16 and >= 16, got {self.crop}")
-        for name in ("centred_fraction", "focus_target_fraction"):
+        for name in ("centred_fraction", "focus_target_fraction", "focus_input_fraction"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise InputError(f"{name.replace('_', '-')} must lie in [0, 1], got {v}")
@@ -203,6 +210,10 @@ class FocusSampler:
             zt = int(self.peak_focus[k]) + int(rng.integers(-w, w + 1))
             focused = r.targets[0] <= zt <= r.targets[1]
         if not focused:
+            if centred and cfg.focus_input_fraction and rng.random() < cfg.focus_input_fraction:
+                w = cfg.focus_window
+                zf = int(self.peak_focus[k]) + int(rng.integers(-w, w + 1))
+                zin = zf if r.inputs[0] <= zf <= r.inputs[1] else zin
             zt = int(rng.integers(r.targets[0], r.targets[1] + 1))
         if cfg.distinct_planes and zt == zin and r.target_field == r.field:
             zt = _other_plane(rng, r.targets, zin, self.peak_focus[k] if focused else None, cfg)
