@@ -475,3 +475,29 @@ def test_summary_never_says_all_pass_when_a_target_was_not_evaluated() -> None:
     report["summary"] = summary
     text = "\n".join(summary_lines(report))
     assert "all targets: PASS" not in text and "not evaluated" in text
+
+
+def test_montage_shows_the_chosen_input_beside_the_noise_free_scan(tmp_path: Path) -> None:
+    from live_deepz.engine import create_backend
+    from live_deepz.modelfile import load_model
+
+    model = load_model(make_tiny_model(tmp_path))
+    cfg = EvalConfig(
+        samples=("dense",),
+        size=64,
+        dz_um=(-2.0, 0.0, 2.0),
+        input_z_um=(-2.0, 2.0),
+        montage_z_um=2.0,
+        progress=False,
+    )
+    backend = create_backend("torch", model.generator, precision="fp32", device="cpu")
+    res = evaluate(model, cfg, Refocuser(model, backend))
+    mont = res.montages["dense"]
+    assert mont["input_z_um"] == 2.0 and mont["dz_um"] == [-2.0, 0.0, 2.0]
+    assert mont["noise_free"].shape == mont["model"].shape == mont["ground_truth"].shape
+    # the noise-free planes are the scan's without its camera noise
+    assert np.std(mont["noise_free"] - mont["ground_truth"]) > 0
+    paths = write_plots(res.report, res.montages, tmp_path / "plots")
+    assert "dense_montage.png" in {p.name for p in paths}
+    with pytest.raises(InputError, match="--montage-z 1 is not one of the input positions"):
+        EvalConfig(montage_z_um=1.0)

@@ -117,6 +117,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, metavar="OUT.json", help="write the report here")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
     parser.add_argument(
+        "--montage-z",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="input position shown in the montage plot, one of --input-z (default: nearest 0)",
+    )
+    parser.add_argument(
         "--fail-on-targets",
         action="store_true",
         help=f"exit with status {EXIT_TARGETS_FAILED} when an evaluated target fails",
@@ -277,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
         bead_thickness_um=args.bead_thickness,
         exposure_ms=args.exposure_ms,
         input_norm=args.input_norm,
+        montage_z_um=args.montage_z,
         backend=args.backend,
         precision=args.precision,
         device=args.device,

@@ -113,16 +113,19 @@ def plot_localisation(name: str, beads: dict[str, Any], path: Path) -> Path:
 
 def plot_montage(name: str, mont: dict[str, Any], path: Path, crop: int = 128) -> Path:
     model, gt = np.asarray(mont["model"]), np.asarray(mont["ground_truth"])
+    clean = mont.get("noise_free")
     n = model.shape[0]
     h, w = model.shape[1:]
     y0, x0 = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
     sl = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-    fig = _figure(2.0 * (n + 1), 4.7)
-    axes = fig.subplots(2, n + 1, squeeze=False)
+    rows = 2 if clean is None else 3
+    fig = _figure(2.0 * (n + 1), 2.35 * rows)
+    axes = fig.subplots(rows, n + 1, squeeze=False)
     inp = np.asarray(mont["input"])[sl]
     axes[0, 0].imshow(inp, cmap="gray", vmin=0, vmax=max(float(np.percentile(inp, 99.8)), 1e-6))
     axes[0, 0].set_title(f"input z0={mont['input_z_um']:g} µm", fontsize=8)
-    axes[1, 0].set_visible(False)
+    for ax in axes[1:, 0]:
+        ax.set_visible(False)
     for j in range(n):
         g, m = gt[j][sl], model[j][sl]
         vmax = max(float(np.percentile(g, 99.8)), float(np.percentile(m, 99.8)), 1e-6)
@@ -130,6 +133,9 @@ def plot_montage(name: str, mont: dict[str, Any], path: Path, crop: int = 128) -
         axes[1, j + 1].imshow(g, cmap="gray", vmin=0, vmax=vmax)
         axes[0, j + 1].set_title(f"Deep-Z Δz={mont['dz_um'][j]:g} µm", fontsize=8)
         axes[1, j + 1].set_title(f"scan z={mont['input_z_um'] + mont['dz_um'][j]:g} µm", fontsize=8)
+        if clean is not None:  # the noise-free scan on the same scale
+            axes[2, j + 1].imshow(np.asarray(clean[j])[sl], cmap="gray", vmin=0, vmax=vmax)
+            axes[2, j + 1].set_title("noise-free scan", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

@@ -202,6 +202,8 @@ class EvalConfig:
     precision: str = "fp32"
     device: str = "cpu"
     montage_columns: int = 5
+    montage_z_um: float | None = None
+    """Input position shown in the montage plot (one of ``input_z_um``; None: nearest 0)."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -228,6 +230,13 @@ class EvalConfig:
             )
         if self.montage_columns < 1:
             raise InputError("the montage needs at least one column")
+        if self.montage_z_um is not None and not any(
+            abs(self.montage_z_um - z) < 1e-6 for z in self.input_z_um
+        ):
+            raise InputError(
+                f"--montage-z {self.montage_z_um:g} is not one of the input positions "
+                f"(--input-z {','.join(f'{z:g}' for z in self.input_z_um)})"
+            )
 
 
 @dataclass
@@ -412,6 +421,7 @@ def _curves(
     per_input: dict[str, Any] = {}
     montage: dict[str, Any] = {}
     z_main = min(input_z_um, key=abs) if montage_z is None else float(montage_z)
+    z_main = min(input_z_um, key=lambda z: abs(z - z_main))  # the same float as the loop's
     min_dz = TARGETS["b_ssim_above_baseline_min_abs_dz_um"]
     min_dz_d = TARGETS["d_pearson_above_smoothed_min_abs_dz_um"]
     for z0 in input_z_um:
@@ -486,6 +496,10 @@ def _curves(
                 "model": out[picks],
                 "ground_truth": np.stack([scan.gt(round(z0 + dzs[i], 6)) for i in picks]),
             }
+            if scan.clean is not None:
+                montage["noise_free"] = np.stack(
+                    [scan.gt_clean(round(z0 + dzs[i], 6)) for i in picks]
+                )
         tick()
     return per_input, montage
 
@@ -818,7 +832,9 @@ def _evaluate_sample(
     )
     refocus = _Refocuser(refocuser, cfg.input_norm)
     t_sim = time.perf_counter() - t0
-    curves, montage = _curves(scan, refocus, cfg.input_z_um, cfg.dz_um, cfg.montage_columns, tick)
+    curves, montage = _curves(
+        scan, refocus, cfg.input_z_um, cfg.dz_um, cfg.montage_columns, tick, cfg.montage_z_um
+    )
     rep: dict[str, Any] = {
         "sample": {
             "name": name,
