@@ -497,8 +497,8 @@ def _curves(
                 "ground_truth": np.stack([scan.gt(round(z0 + dzs[i], 6)) for i in picks]),
             }
             if scan.clean is not None:
-                montage["noise_free"] = np.stack(
-                    [scan.gt_clean(round(z0 + dzs[i], 6)) for i in picks]
+                montage["noise_free"] = scan.norm.apply(
+                    scan.clean[[scan.index(round(z0 + dzs[i], 6)) for i in picks]]
                 )
         tick()
     return per_input, montage
