@@ -462,3 +462,21 @@ def test_focus_input_draws_start_sharp_and_leave_earlier_runs_unchanged(data) ->
     assert SamplingConfig().focus_input_fraction == 0.0  # off by default
     with pytest.raises(InputError, match="focus-input-fraction must lie in"):
         SamplingConfig(focus_input_fraction=1.5)
+
+
+def test_self_normalised_items_rescale_input_and_target_by_the_input_planes_own_fit(
+    data,
+) -> None:
+    base = SamplingConfig(crop=16, jitter_px=4, centred_fraction=1.0)
+    plain = FocusSampler(data, base, seed=6)
+    own = FocusSampler(data, dataclasses.replace(base, self_norm_fraction=1.0), seed=6)
+    x0, z0 = plain.batch(2, 3)
+    x1, z1 = own.batch(2, 3)
+    # the first item's draws are the same in both; only its intensities are refitted
+    ri, *_, zin, _zt, _aug, _foc = own.item(np.random.default_rng([6, 303, 2]))
+    fit = own.plane_normalization(own.regions[ri].field, zin)
+    assert fit is not None and fit.scale != 1.0
+    torch.testing.assert_close(x1[0, 0], torch.from_numpy(fit.apply(x0[0, 0].numpy())))
+    torch.testing.assert_close(z1[0], torch.from_numpy(fit.apply(z0[0].numpy())))
+    torch.testing.assert_close(x1[0, 1], x0[0, 1])  # the DPM channel is untouched
+    assert SamplingConfig().self_norm_fraction == 0.0

@@ -255,6 +255,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and whose target is uniform: sharp objects rendered defocused (default 0)",
     )
     t.add_argument(
+        "--self-norm-fraction",
+        type=float,
+        help="fast: fraction of items normalised by a fit on their input plane itself, as "
+        "`refocus` and the live pipeline normalise one image (default 0: the stack's fit)",
+    )
+    t.add_argument(
         "--val-every",
         type=int,
         help="validate and checkpoint every N steps (default: paper 50, fast 500)",
@@ -414,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
                         ("centred_fraction", args.centred_fraction),
                         ("focus_target_fraction", args.focus_target_fraction),
                         ("focus_input_fraction", args.focus_input_fraction),
+                        ("self_norm_fraction", args.self_norm_fraction),
                         ("balance", args.balance),
                         ("distinct_planes", args.distinct_planes),
                     )
@@ -426,13 +433,14 @@ def run(args: argparse.Namespace) -> int:
                 args.centred_fraction,
                 args.focus_target_fraction,
                 args.focus_input_fraction,
+                args.self_norm_fraction,
                 args.balance,
                 args.distinct_planes,
             )
         ):
             raise InputError(
-                "--centred-fraction/--focus-target-fraction/--focus-input-fraction/--balance/"
-                "--distinct-planes need --recipe fast"
+                "--centred-fraction/--focus-target-fraction/--focus-input-fraction/"
+                "--self-norm-fraction/--balance/--distinct-planes need --recipe fast"
             )
         pcfg = PairConfig(
             patch=region,

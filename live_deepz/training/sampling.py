@@ -24,6 +24,9 @@ draws each training item afresh from ``(seed, batch number)``:
   training data with a second exposure of every stack (``build_pairs(..., second=...)``,
   ``train --second-exposure``) reaches the same without losing the DPM-0 pairs: there every
   target is read from the other exposure;
+* with probability ``self_norm_fraction`` the input and the target are rescaled with the
+  normalisation fitted on the input plane itself, as ``refocus`` and the live pipeline's
+  first-frame fit do, instead of the stack's (EDF) normalisation alone;
 * one of the 8 flips/90° rotations.
 
 An independent ablation on this project's 2-core CPU (issue 14) measured each of the
@@ -40,6 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..normalize import Normalization, fit_normalization
 from .pairs import PairData, Region, augment, foreground_mask
 
 __all__ = ["BALANCES", "FocusSampler", "SamplingConfig", "field_peaks"]
@@ -61,6 +65,10 @@ class SamplingConfig:
     """Fraction of the other centred crops whose input is the object's focus plane ± 1 (the
     target uniform): the network then also learns to defocus a sharp object, the planes
     away from the sample. 0 = the input plane is always uniform (every run before it)."""
+    self_norm_fraction: float = 0.0
+    """Fraction of items whose input and target are rescaled with the normalisation fitted on
+    the input plane itself (:func:`~live_deepz.normalize.fit_normalization`), the way a single
+    image is normalised at inference; 0 = the stack's normalisation only (every run before)."""
     jitter_px: int = 16
     """Largest shift of a centred crop's centre from its object (px)."""
     peak_threshold: float = 0.15
@@ -82,7 +90,12 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
             raise InputError(f"--patch must be a multiple of 16 and >= 16, got {self.crop}")
-        for name in ("centred_fraction", "focus_target_fraction", "focus_input_fraction"):
+        for name in (
+            "centred_fraction",
+            "focus_target_fraction",
+            "focus_input_fraction",
+            "self_norm_fraction",
+        ):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise InputError(f"{name.replace('_', '-')} must lie in [0, 1], got {v}")
@@ -171,6 +184,7 @@ class FocusSampler:
         self.peak_focus = np.asarray(focus, dtype=np.int64)
         fields = np.asarray([self.regions[k].field for k in reg], dtype=np.int64)
         self._peaks_of_field = [np.flatnonzero(fields == f) for f in np.unique(fields)]
+        self._plane_norms: dict[tuple[int, int], Normalization | None] = {}
 
     @property
     def n_peaks(self) -> int:
@@ -236,9 +250,24 @@ class FocusSampler:
             inp[0] = src.array[zin, y0 : y0 + p, x0 : x0 + p]
             inp[1] = float(tgt.z_um[zt] - src.z_um[zin]) / scale
             out = np.asarray(tgt.array[zt, ty : ty + p, tx : tx + p])[None]
+            if self.cfg.self_norm_fraction and rng.random() < self.cfg.self_norm_fraction:
+                own = self.plane_normalization(r.field, zin)
+                if own is not None:  # the input plane's own fit, applied to both sides
+                    inp[0], out = own.apply(inp[0]), own.apply(out)
             x[i] = augment(inp, aug)
             z[i] = augment(out, aug)
         return torch.from_numpy(x), torch.from_numpy(z)
+
+    def plane_normalization(self, field: int, z: int) -> Normalization | None:
+        """The normalisation fitted on plane ``z`` of ``field`` itself (in the stack's
+        units; cached), or None where that plane has no foreground to fit."""
+        key = (field, z)
+        if key not in self._plane_norms:
+            try:
+                self._plane_norms[key] = fit_normalization(self.data.fields[field].array[z])
+            except InputError:
+                self._plane_norms[key] = None
+        return self._plane_norms[key]
 
 
 def _other_plane(
