@@ -420,8 +420,8 @@ def _curves(
 
     per_input: dict[str, Any] = {}
     montage: dict[str, Any] = {}
-    z_main = min(input_z_um, key=abs) if montage_z is None else float(montage_z)
-    z_main = min(input_z_um, key=lambda z: abs(z - z_main))  # the same float as the loop's
+    wanted = 0.0 if montage_z is None else float(montage_z)
+    z_main = min(input_z_um, key=lambda z: abs(z - wanted))  # the same float as the loop's
     min_dz = TARGETS["b_ssim_above_baseline_min_abs_dz_um"]
     min_dz_d = TARGETS["d_pearson_above_smoothed_min_abs_dz_um"]
     for z0 in input_z_um:
