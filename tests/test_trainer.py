@@ -21,6 +21,7 @@ from live_deepz.training.trainer import (
     TrainConfig,
     Trainer,
     load_checkpoint_tensors,
+    patch_correlation,
     train,
     update_schedule,
     weighted_mae,
@@ -283,3 +284,38 @@ def test_weight_average_is_what_gets_saved_and_resumes_exactly(data, tmp_path) -
         train(data, dataclasses.replace(ema, ema_decay=0.9), tmp_path / "cont", resume=True)
     with pytest.raises(InputError, match="--ema"):
         dataclasses.replace(ema, ema_decay=1.0)
+
+
+def test_patch_correlation_is_pearson_per_item_with_a_bounded_flat_output_gradient() -> None:
+    rng = np.random.default_rng(0)
+    t = torch.tensor(rng.normal(size=(3, 1, 16, 16)), dtype=torch.float32)
+    noise = torch.tensor(rng.normal(size=(3, 1, 16, 16)), dtype=torch.float32)
+    p = t + noise
+    r = patch_correlation(p, t, floor_var=0.0)
+    for i in range(3):
+        expect = np.corrcoef(p[i].flatten().numpy(), t[i].flatten().numpy())[0, 1]
+        assert float(r[i]) == pytest.approx(expect, abs=1e-5)
+    assert float(patch_correlation(2.0 * t + 5.0, t, floor_var=0.0)[0]) == pytest.approx(1.0)
+    assert float(patch_correlation(t, torch.zeros_like(t))[0]) == 0.0  # flat target
+    flat = torch.full((1, 1, 16, 16), 0.3, requires_grad=True)  # a flat output (background)
+    (1 - patch_correlation(flat, t[:1])).sum().backward()
+    assert flat.grad is not None and torch.isfinite(flat.grad).all()
+    assert float(flat.grad.abs().max()) < 10.0
+
+
+def test_correlation_loss_changes_training_and_is_recorded(data, tmp_path) -> None:
+    base = dataclasses.replace(TINY, pretrain_steps=2, loss="mse", select_on="last")
+    train(data, base, tmp_path / "mse")
+    cfg = dataclasses.replace(base, pcc_weight=0.5)
+    train(data, cfg, tmp_path / "pcc")
+    saved = load_model(tmp_path / "pcc")
+    assert saved.card.training["pcc_weight"] == 0.5
+    history = json.loads((tmp_path / "pcc" / "training_history.json").read_text())
+    steps = history if isinstance(history, list) else history["history"]
+    assert any("train_pcc" in h for h in steps)
+    a, b = _g_tensors(tmp_path / "mse"), _g_tensors(tmp_path / "pcc")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the term reaches the weights
+    with pytest.raises(InputError, match="pcc_weight"):
+        train(data, dataclasses.replace(cfg, pcc_weight=0.0), tmp_path / "pcc", resume=True)
+    with pytest.raises(InputError, match="--pcc-weight"):
+        TrainConfig(pcc_weight=-0.1)

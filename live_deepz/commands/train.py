@@ -279,6 +279,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "helps sparse samples such as beads; default 0 = plain MAE)",
     )
     t.add_argument(
+        "--pcc-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="add W * (1 - Pearson r) of each output patch with its target to the loss, so "
+        "faint far-defocus targets count as much as bright ones (default 0 = off)",
+    )
+    t.add_argument(
         "--lr-g", type=float, help="generator learning rate (default: paper 1e-4, fast 1e-3)"
     )
     t.add_argument("--lr-d", type=float, default=3e-5, help="discriminator learning rate")
@@ -481,6 +489,7 @@ def run(args: argparse.Namespace) -> int:
             min_useful_steps=rec.min_useful_steps,
             init_from=args.init,
             ema_decay=args.ema,
+            pcc_weight=args.pcc_weight,
         )
 
         def say(msg: str) -> None:
@@ -528,6 +537,7 @@ def run(args: argparse.Namespace) -> int:
             + f", lr {tcfg.lr_g:g} {tcfg.lr_schedule}{budget}, device {device}"
             + (f", starting from {args.init}" if args.init else "")
             + (f", weight average (EMA) {tcfg.ema_decay:g}" if tcfg.ema_decay else "")
+            + (f", correlation loss weight {tcfg.pcc_weight:g}" if tcfg.pcc_weight else "")
             + (f", {env.world_size} processes" if env.distributed else "")
         )
         command = _command_line()
