@@ -20,6 +20,7 @@ from live_deepz.training.trainer import (
     CURVE_FILE,
     TrainConfig,
     Trainer,
+    dz_weighted_mean,
     load_checkpoint_tensors,
     patch_correlation,
     train,
@@ -319,3 +320,22 @@ def test_correlation_loss_changes_training_and_is_recorded(data, tmp_path) -> No
         train(data, dataclasses.replace(cfg, pcc_weight=0.0), tmp_path / "pcc", resume=True)
     with pytest.raises(InputError, match="--pcc-weight"):
         TrainConfig(pcc_weight=-0.1)
+
+
+def test_dz_weighting_counts_far_refocus_pixels_more_and_is_recorded(data, tmp_path) -> None:
+    err = torch.ones(2, 1, 4, 4)
+    err[1] = 3.0
+    x = torch.zeros(2, 2, 4, 4)
+    assert float(dz_weighted_mean(err, x, 10.0, 2.0)) == pytest.approx(2.0)  # DPM 0: plain
+    x[1, 1] = 1.0  # item 1 at DPM 10 µm (channel 1 = DPM / 10 µm): weight 1 + 2 = 3
+    assert float(dz_weighted_mean(err, x, 10.0, 2.0)) == pytest.approx((1 + 3 * 3) / 4)
+    x[1, 1] = -0.5  # -5 µm: weight 2, the sign does not matter
+    assert float(dz_weighted_mean(err, x, 10.0, 2.0)) == pytest.approx((1 + 2 * 3) / 3)
+    cfg = dataclasses.replace(TINY, pretrain_steps=2, loss="mse", dz_weight=2.0)
+    res = train(data, cfg, tmp_path / "dz")
+    assert np.isfinite(res.best_val_mae)
+    assert load_model(tmp_path / "dz").card.training["dz_weight"] == 2.0
+    with pytest.raises(InputError, match="dz_weight"):
+        train(data, dataclasses.replace(cfg, dz_weight=0.0), tmp_path / "dz", resume=True)
+    with pytest.raises(InputError, match="--dz-weight"):
+        TrainConfig(dz_weight=-1.0)

@@ -287,6 +287,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "faint far-defocus targets count as much as bright ones (default 0 = off)",
     )
     t.add_argument(
+        "--dz-weight",
+        type=float,
+        default=0.0,
+        metavar="K",
+        help="weight each pixel's error by 1 + K * |DPM| / 10 um, so far refocus distances "
+        "(faint targets) count more; the best output stays the expected target (default 0)",
+    )
+    t.add_argument(
         "--lr-g", type=float, help="generator learning rate (default: paper 1e-4, fast 1e-3)"
     )
     t.add_argument("--lr-d", type=float, default=3e-5, help="discriminator learning rate")
@@ -490,6 +498,7 @@ def run(args: argparse.Namespace) -> int:
             init_from=args.init,
             ema_decay=args.ema,
             pcc_weight=args.pcc_weight,
+            dz_weight=args.dz_weight,
         )
 
         def say(msg: str) -> None:
@@ -538,6 +547,7 @@ def run(args: argparse.Namespace) -> int:
             + (f", starting from {args.init}" if args.init else "")
             + (f", weight average (EMA) {tcfg.ema_decay:g}" if tcfg.ema_decay else "")
             + (f", correlation loss weight {tcfg.pcc_weight:g}" if tcfg.pcc_weight else "")
+            + (f", error weight 1 + {tcfg.dz_weight:g}|DPM|/10 um" if tcfg.dz_weight else "")
             + (f", {env.world_size} processes" if env.distributed else "")
         )
         command = _command_line()

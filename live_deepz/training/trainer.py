@@ -119,6 +119,7 @@ _RESUME_KEYS = (
     "init_from",
     "ema_decay",
     "pcc_weight",
+    "dz_weight",
 )
 
 #: Values of resume keys added later, for checkpoints written before them.
@@ -133,6 +134,7 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "init_from": None,
     "ema_decay": 0.0,
     "pcc_weight": 0.0,
+    "dz_weight": 0.0,
 }
 #: Bright target pixels (normalised intensity) for the balanced validation MAE.
 FG_THRESHOLD = 0.15
@@ -230,6 +232,11 @@ class TrainConfig:
     correlation of each output patch with its target (not in the paper; 0 = off). The MSE
     weighs a patch by its brightness, so faint far-defocus targets (wide dim rings) count
     little; the correlation term weighs every patch's structure equally."""
+    dz_weight: float = 0.0
+    """Weight each pixel's reconstruction error by ``1 + dz_weight * |DPM| / 10 µm`` (not in
+    the paper; 0 = off). The weight depends on the input only, so the best output is still
+    the expected target; far refocus distances, whose targets are faint, get more of the
+    network's attention."""
 
     @property
     def generator_architecture(self) -> dict[str, Any]:
@@ -269,6 +276,8 @@ class TrainConfig:
             raise InputError("warm-up steps must be >= 0 and the final lr fraction in (0, 1]")
         if not self.pcc_weight >= 0:
             raise InputError(f"--pcc-weight must be >= 0, got {self.pcc_weight}")
+        if not self.dz_weight >= 0:
+            raise InputError(f"--dz-weight must be >= 0, got {self.dz_weight}")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"--ema must be in [0, 1), got {self.ema_decay}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
@@ -576,6 +585,7 @@ class Trainer:
             "init_from": self._init_info,
             "ema_decay": cfg.ema_decay,
             "pcc_weight": cfg.pcc_weight,
+            "dz_weight": cfg.dz_weight,
             "device": str(self.device),
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
             "world_size": self.env.world_size,
@@ -865,6 +875,8 @@ class Trainer:
                 self._save_checkpoint(g, d, opt_g, opt_d, scalers, state, ema)
             bar.set_postfix(_fmt(losses, state, mae), refresh=True)
 
+        dpm_scale_um = self.data.cfg.dpm_scale_um
+
         def g_step(x: torch.Tensor, z: torch.Tensor, adversarial: bool) -> dict[str, float]:
             out: dict[str, float] = {}
             if adversarial:
@@ -878,6 +890,10 @@ class Trainer:
             if cfg.loss == "mse":
                 loss = (diff**2).mean()
                 out["train_mse"] = float(loss.detach())
+                if cfg.dz_weight:
+                    loss = dz_weighted_mean(diff**2, x, dpm_scale_um, cfg.dz_weight)
+            elif cfg.dz_weight:
+                loss = dz_weighted_mean(err, x, dpm_scale_um, cfg.dz_weight)
             else:
                 loss = mae if cfg.fg_weight == 0 else weighted_mae(err, z, cfg.fg_weight)
             if cfg.pcc_weight:
@@ -993,6 +1009,16 @@ def patch_correlation(
     n = p.shape[1]
     den = torch.sqrt(((p * p).sum(dim=1) + n * floor_var) * (t * t).sum(dim=1)).clamp(min=1e-12)
     return (p * t).sum(dim=1) / den
+
+
+def dz_weighted_mean(
+    err: torch.Tensor, x: torch.Tensor, dpm_scale_um: float, dz_weight: float
+) -> torch.Tensor:
+    """Mean of ``err`` (N, 1, H, W) weighted per pixel by ``1 + dz_weight * |DPM| / 10 µm``,
+    the DPM read from the input's channel 1 (``DPM / dpm_scale_um``)."""
+    dz_um = x[:, 1:2].float().abs() * dpm_scale_um
+    w = (1.0 + dz_weight * dz_um / 10.0).expand_as(err)
+    return (w * err).sum() / w.sum()
 
 
 def weighted_mae(err: torch.Tensor, target: torch.Tensor, fg_weight: float) -> torch.Tensor:
