@@ -278,6 +278,8 @@ class TrainConfig:
             raise InputError(f"--pcc-weight must be >= 0, got {self.pcc_weight}")
         if not self.dz_weight >= 0:
             raise InputError(f"--dz-weight must be >= 0, got {self.dz_weight}")
+        if self.dz_weight and self.fg_weight:
+            raise InputError("--dz-weight and --fg-weight are two error weightings: use one")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"--ema must be in [0, 1), got {self.ema_decay}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
@@ -888,10 +890,13 @@ class Trainer:
             err = diff.abs()
             mae = err.mean()
             if cfg.loss == "mse":
-                loss = (diff**2).mean()
-                out["train_mse"] = float(loss.detach())
-                if cfg.dz_weight:
-                    loss = dz_weighted_mean(diff**2, x, dpm_scale_um, cfg.dz_weight)
+                sq = diff**2
+                out["train_mse"] = float(sq.mean().detach())
+                loss = (
+                    dz_weighted_mean(sq, x, dpm_scale_um, cfg.dz_weight)
+                    if cfg.dz_weight
+                    else sq.mean()
+                )
             elif cfg.dz_weight:
                 loss = dz_weighted_mean(err, x, dpm_scale_um, cfg.dz_weight)
             else:
