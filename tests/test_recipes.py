@@ -403,10 +403,43 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
             *("--recipe", "paper", "--second-exposure", *data),
         ],
         "give one per --data stack": [*base, "--steps", "1", "--second-exposure", data[0]],
+        "must be between 0 and --steps 3": [*base, "--steps", "3", "--gan-steps", "4"],
+        "belongs to --recipe fast": [*base, "--recipe", "paper", "--gan-steps", "1"],
+        "weights its losses with --alpha": [*base, "--recipe", "paper", "--adv-weight", "1"],
+        "--adv-weight must be > 0": [
+            *base,
+            "--steps",
+            "2",
+            "--gan-steps",
+            "1",
+            "--adv-weight",
+            "0",
+        ],
     }
     for message, args in cases.items():
         assert main([*args, "--overwrite"]) == 1
         assert message in capsys.readouterr().err, message
+
+
+def test_cli_fast_gan_phase_is_the_last_of_the_steps_and_is_recorded(tmp_path) -> None:
+    pytest.importorskip("live_deepz.io")
+    from live_deepz.cli import main
+
+    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
+    out = tmp_path / "gan"
+    base = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    assert main([*base, "--steps", "4", "--gan-steps", "2"]) == 0
+    with pytest.warns(UnfinishedModelWarning):
+        t = load_model(out).card.training
+    assert (t["steps"], t["pretrain_steps"], t["gan_iterations"]) == (4, 2, 2)
+    assert t["updates_per_iteration"] == {"G": 1, "D": 1}
+    assert (t["adv_weight"], t["disc_blur_px"]) == (1e-3, 1.0)  # the fast defaults
+    hist = json.loads((out / "training_history.json").read_text())
+    assert any("loss_d" in h and "loss_g_adv" in h for h in hist)
+    assert main([*base, "--steps", "2", "--overwrite"]) == 0  # no GAN phase: nothing recorded
+    with pytest.warns(UnfinishedModelWarning):
+        t = load_model(out).card.training
+    assert t["gan_iterations"] == 0 and t["adv_weight"] is None and t["disc_blur_px"] == 0.0
 
 
 def test_cli_second_exposure_trains_on_the_other_exposure(tmp_path) -> None:

@@ -21,6 +21,7 @@ from live_deepz.training.trainer import (
     TrainConfig,
     Trainer,
     dz_weighted_mean,
+    gaussian_smoother,
     load_checkpoint_tensors,
     patch_correlation,
     train,
@@ -340,3 +341,32 @@ def test_dz_weighting_counts_far_refocus_pixels_more_and_is_recorded(data, tmp_p
         TrainConfig(dz_weight=-1.0)
     with pytest.raises(InputError, match="two error weightings"):
         TrainConfig(dz_weight=1.0, fg_weight=1.0)
+
+
+def test_discriminator_blur_keeps_the_mean_and_removes_pixel_noise() -> None:
+    x = torch.randn(2, 1, 48, 48, generator=torch.Generator().manual_seed(0)) + 3.0
+    assert torch.equal(gaussian_smoother(0.0)(x), x)
+    y = gaussian_smoother(1.0)(x)
+    assert y.shape == x.shape
+    assert float(y.mean()) == pytest.approx(float(x.mean()), abs=0.02)
+    assert float(y.std()) < 0.4 * float(x.std())  # white noise: σ falls ~3.5x at 1 px
+    assert not any(p.requires_grad for p in gaussian_smoother(1.0).parameters())
+
+
+def test_weighted_gan_phase_reaches_the_generator_and_is_a_resume_key(data, tmp_path) -> None:
+    base = dataclasses.replace(
+        TINY, pretrain_steps=1, steps=2, g_updates=1, d_updates=1, loss="mse", select_on="last"
+    )
+    for name, w in (("weak", 1e-6), ("strong", 10.0)):
+        train(data, dataclasses.replace(base, adv_weight=w, disc_blur_px=1.0), tmp_path / name)
+    a, b = _g_tensors(tmp_path / "weak"), _g_tensors(tmp_path / "strong")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the adversarial term reaches G
+    t = load_model(tmp_path / "strong").card.training
+    assert (t["adv_weight"], t["disc_blur_px"], t["gan_iterations"]) == (10.0, 1.0, 2)
+    again = dataclasses.replace(base, steps=3, adv_weight=1.0, disc_blur_px=1.0)
+    with pytest.raises(InputError, match="adv_weight"):
+        train(data, again, tmp_path / "strong", resume=True)
+    with pytest.raises(InputError, match="--adv-weight"):
+        TrainConfig(adv_weight=0.0)
+    with pytest.raises(InputError, match="--disc-blur"):
+        TrainConfig(disc_blur_px=-1.0)

@@ -40,16 +40,31 @@ def pick(value: T | None, default: T) -> T:
 
 
 def _split_steps(
-    recipe_name: str, total: int, pretrain: int | None, default_pre: int | None
+    recipe_name: str,
+    total: int,
+    pretrain: int | None,
+    default_pre: int | None,
+    gan_steps: int | None = None,
 ) -> tuple[int, int]:
     """``(L1/generator steps, GAN iterations)`` of a run of ``total`` steps."""
     if recipe_name == "fast":
         if pretrain is not None:
             raise InputError(
-                "--pretrain-steps belongs to the paper recipe; with --recipe fast every one of "
-                "the --steps is a generator step (no GAN phase)"
+                "--pretrain-steps belongs to the paper recipe; with --recipe fast the GAN "
+                "phase is the last --gan-steps of the --steps (default none)"
             )
-        return total, 0
+        gan = gan_steps or 0
+        if not 0 <= gan <= total:
+            raise InputError(
+                f"--gan-steps {gan} must be between 0 and --steps {total}: --steps is the "
+                "TOTAL number of steps, and the GAN iterations are the last of them"
+            )
+        return total - gan, gan
+    if gan_steps is not None:
+        raise InputError(
+            "--gan-steps belongs to --recipe fast; with --recipe paper the GAN iterations are "
+            "the --steps after the first --pretrain-steps"
+        )
     pre = min(total, default_pre or 0) if pretrain is None else pretrain
     if pre > total:
         raise InputError(
@@ -59,6 +74,11 @@ def _split_steps(
             f"--steps {pre}+N"
         )
     return pre, total - pre
+
+
+#: The fast recipe's GAN phase (``--gan-steps``): adversarial weight and discriminator blur.
+FAST_ADV_WEIGHT = 1e-3
+FAST_DISC_BLUR_PX = 1.0
 
 
 def _default_cache() -> Path:
@@ -186,6 +206,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="paper recipe: how many of --steps are L1-only (the rest are GAN iterations; "
         "default 1000 on CUDA, all on CPU)",
+    )
+    t.add_argument(
+        "--gan-steps",
+        type=int,
+        metavar="N",
+        help="fast recipe: the last N of --steps are LS-GAN iterations (1 generator + 1 "
+        "discriminator update each, about 2x the cost of a step; default 0 = no GAN phase)",
+    )
+    t.add_argument(
+        "--adv-weight",
+        type=float,
+        metavar="W",
+        help="fast recipe's GAN phase: generator loss = reconstruction + W * adversarial "
+        "(default 1e-3)",
+    )
+    t.add_argument(
+        "--disc-blur",
+        type=float,
+        metavar="PX",
+        help="the discriminator sees output and target smoothed by a Gaussian of PX pixels, "
+        "so that it cannot tell them apart by camera noise (default: fast 1.0, paper 0)",
     )
     t.add_argument(
         "--time-budget",
@@ -415,7 +456,18 @@ def run(args: argparse.Namespace) -> int:
                 "--second-exposure stack(s): give one per --data stack, in the same order"
             )
         total = args.steps if args.steps is not None else rec.steps
-        pre, gan = _split_steps(rec.name, total, args.pretrain_steps, rec.pretrain_steps)
+        pre, gan = _split_steps(
+            rec.name, total, args.pretrain_steps, rec.pretrain_steps, args.gan_steps
+        )
+        fast_gan = rec.name == "fast" and gan > 0
+        if rec.name != "fast" and args.adv_weight is not None:
+            raise InputError(
+                "--adv-weight is the fast recipe's GAN weight; the paper recipe weights its "
+                "losses with --alpha"
+            )
+        gan_options = (args.adv_weight, args.disc_blur)
+        if rec.name == "fast" and not gan and any(v is not None for v in gan_options):
+            raise InputError("--adv-weight and --disc-blur act in a GAN phase: add --gan-steps N")
         if total < 1:
             raise InputError(f"--steps must be >= 1 (the total number of steps), got {total}")
         patch = args.patch if args.patch is not None else rec.patch
@@ -499,6 +551,10 @@ def run(args: argparse.Namespace) -> int:
             ema_decay=args.ema,
             pcc_weight=args.pcc_weight,
             dz_weight=args.dz_weight,
+            adv_weight=pick(args.adv_weight, FAST_ADV_WEIGHT) if fast_gan else None,
+            disc_blur_px=pick(args.disc_blur, FAST_DISC_BLUR_PX if fast_gan else 0.0),
+            g_updates=1 if fast_gan else TrainConfig.g_updates,
+            d_updates=1 if fast_gan else TrainConfig.d_updates,
         )
 
         def say(msg: str) -> None:
@@ -530,7 +586,13 @@ def run(args: argparse.Namespace) -> int:
             f"data: {s.n_stacks} stack(s), regions {s.regions}, pairs {s.pairs} "
             f"(train = per epoch), DPM range {s.dpm_range_um} um"
         )
-        if rec.name == "fast":
+        if rec.name == "fast" and tcfg.steps:
+            phases = (
+                f"{total} steps = {tcfg.pretrain_steps} {tcfg.loss.upper()} + {tcfg.steps} "
+                f"GAN iterations (1 G + 1 D update each; adversarial weight "
+                f"{tcfg.adv_weight:g}, discriminator blur {tcfg.disc_blur_px:g} px)"
+            )
+        elif rec.name == "fast":
             phases = f"{tcfg.pretrain_steps} {tcfg.loss.upper()} steps (no GAN phase)"
         else:
             phases = (

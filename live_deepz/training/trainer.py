@@ -120,6 +120,8 @@ _RESUME_KEYS = (
     "ema_decay",
     "pcc_weight",
     "dz_weight",
+    "adv_weight",
+    "disc_blur_px",
 )
 
 #: Values of resume keys added later, for checkpoints written before them.
@@ -135,6 +137,8 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.0,
     "pcc_weight": 0.0,
     "dz_weight": 0.0,
+    "adv_weight": None,
+    "disc_blur_px": 0.0,
 }
 #: Bright target pixels (normalised intensity) for the balanced validation MAE.
 FG_THRESHOLD = 0.15
@@ -237,6 +241,15 @@ class TrainConfig:
     the paper; 0 = off). The weight depends on the input only, so the best output is still
     the expected target; far refocus distances, whose targets are faint, get more of the
     network's attention."""
+    adv_weight: float | None = None
+    """Generator loss of the GAN phase: None = the paper's ``adversarial + α·loss/2``; a
+    number ``W`` = ``loss + W·adversarial`` (the fast recipe's GAN phase: the reconstruction
+    term keeps the scale it had before the phase, and ``W`` says how much realism is added)."""
+    disc_blur_px: float = 0.0
+    """The discriminator sees the output and the target smoothed by a Gaussian of this σ
+    (px); 0 = as they are (the paper). With noisy targets (camera noise, Noise2Noise second
+    exposures) a discriminator that sees every pixel can tell output from target by the
+    noise alone, and then teaches the generator to draw noise."""
 
     @property
     def generator_architecture(self) -> dict[str, Any]:
@@ -278,6 +291,10 @@ class TrainConfig:
             raise InputError(f"--pcc-weight must be >= 0, got {self.pcc_weight}")
         if not self.dz_weight >= 0:
             raise InputError(f"--dz-weight must be >= 0, got {self.dz_weight}")
+        if self.adv_weight is not None and not self.adv_weight > 0:
+            raise InputError(f"--adv-weight must be > 0, got {self.adv_weight}")
+        if not self.disc_blur_px >= 0:
+            raise InputError(f"--disc-blur must be >= 0 px, got {self.disc_blur_px}")
         if self.dz_weight and self.fg_weight:
             raise InputError("--dz-weight and --fg-weight are two error weightings: use one")
         if not 0 <= self.ema_decay < 1:
@@ -588,6 +605,8 @@ class Trainer:
             "ema_decay": cfg.ema_decay,
             "pcc_weight": cfg.pcc_weight,
             "dz_weight": cfg.dz_weight,
+            "adv_weight": cfg.adv_weight,
+            "disc_blur_px": cfg.disc_blur_px,
             "device": str(self.device),
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
             "world_size": self.env.world_size,
@@ -878,6 +897,7 @@ class Trainer:
             bar.set_postfix(_fmt(losses, state, mae), refresh=True)
 
         dpm_scale_um = self.data.cfg.dpm_scale_um
+        disc_view = gaussian_smoother(cfg.disc_blur_px).to(dev)
 
         def g_step(x: torch.Tensor, z: torch.Tensor, adversarial: bool) -> dict[str, float]:
             out: dict[str, float] = {}
@@ -885,7 +905,7 @@ class Trainer:
                 d.requires_grad_(False)  # D only passes gradients back to G here
             with self._autocast():
                 fake = g_par(x)
-                d_fake = d(fake) if adversarial else None
+                d_fake = d(disc_view(fake)) if adversarial else None
             diff = fake.float() - z
             err = diff.abs()
             mae = err.mean()
@@ -907,7 +927,10 @@ class Trainer:
                 out["train_pcc"] = float(r.mean().detach())
             if d_fake is not None:
                 adv = 0.5 * ((d_fake.float() - 1) ** 2).mean()
-                loss = adv + cfg.alpha * 0.5 * loss
+                if cfg.adv_weight is None:  # the paper's L_G
+                    loss = adv + cfg.alpha * 0.5 * loss
+                else:
+                    loss = loss + cfg.adv_weight * adv
                 out["loss_g_adv"] = float(adv.detach())
             opt_g.zero_grad(set_to_none=True)
             scalers[0].scale(loss).backward()
@@ -924,7 +947,8 @@ class Trainer:
             with torch.no_grad(), self._autocast():
                 fake = g(x)
             with self._autocast():
-                scores = d_par(torch.cat([fake, z.to(fake.dtype)])).float()  # (2N, 1)
+                seen = disc_view(torch.cat([fake, z.to(fake.dtype)]))
+                scores = d_par(seen).float()  # (2N, 1)
             n = x.shape[0]
             loss = 0.5 * (scores[:n] ** 2).mean() + 0.5 * ((scores[n:] - 1) ** 2).mean()
             opt_d.zero_grad(set_to_none=True)
@@ -997,6 +1021,21 @@ def moving_average(g: nn.Module, decay: float) -> torch.optim.swa_utils.Averaged
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def gaussian_smoother(sigma_px: float) -> nn.Module:
+    """A fixed (untrained) Gaussian blur of σ ``sigma_px`` for (N, 1, H, W) images, reflect
+    padded; ``nn.Identity`` for σ = 0."""
+    if sigma_px <= 0:
+        return nn.Identity()
+    r = max(1, math.ceil(3 * sigma_px))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k1 = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    k1 = k1 / k1.sum()
+    conv = nn.Conv2d(1, 1, 2 * r + 1, padding=r, padding_mode="reflect", bias=False)
+    conv.weight.data.copy_((k1[:, None] * k1[None, :])[None, None])
+    conv.requires_grad_(False)
+    return conv
 
 
 def patch_correlation(
