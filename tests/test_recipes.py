@@ -406,15 +406,8 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         "must be between 0 and --steps 3": [*base, "--steps", "3", "--gan-steps", "4"],
         "belongs to --recipe fast": [*base, "--recipe", "paper", "--gan-steps", "1"],
         "weights its losses with --alpha": [*base, "--recipe", "paper", "--adv-weight", "1"],
-        "--adv-weight must be > 0": [
-            *base,
-            "--steps",
-            "2",
-            "--gan-steps",
-            "1",
-            "--adv-weight",
-            "0",
-        ],
+        "--adv-weight must be > 0": [*base, "--gan-steps", "1", "--adv-weight", "0"],
+        "add --gan-steps N": [*base, "--steps", "2", "--disc-conditional"],
     }
     for message, args in cases.items():
         assert main([*args, "--overwrite"]) == 1

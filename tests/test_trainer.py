@@ -370,3 +370,25 @@ def test_weighted_gan_phase_reaches_the_generator_and_is_a_resume_key(data, tmp_
         TrainConfig(adv_weight=0.0)
     with pytest.raises(InputError, match="--disc-blur"):
         TrainConfig(disc_blur_px=-1.0)
+
+
+def test_conditional_discriminator_sees_the_input_and_is_recorded(data, tmp_path) -> None:
+    cfg = dataclasses.replace(
+        TINY,
+        pretrain_steps=1,
+        steps=2,
+        g_updates=1,
+        d_updates=1,
+        loss="mse",
+        adv_weight=1.0,
+        disc_conditional=True,
+    )
+    trainer = Trainer(cfg, data, tmp_path / "cond")
+    trainer.fit()
+    assert trainer.discriminator is not None
+    assert trainer.discriminator.config.in_channels == 3  # output + image + DPM
+    t = load_model(tmp_path / "cond").card.training
+    assert t["disc_conditional"] is True and t["gan_iterations"] == 2
+    with pytest.raises(InputError, match="disc_conditional"):
+        again = dataclasses.replace(cfg, steps=3, disc_conditional=False)
+        train(data, again, tmp_path / "cond", resume=True)

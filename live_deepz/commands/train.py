@@ -229,6 +229,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "so that it cannot tell them apart by camera noise (default: fast 1.0, paper 0)",
     )
     t.add_argument(
+        "--disc-conditional",
+        action="store_true",
+        default=None,
+        help="the discriminator also sees the input image and DPM (pix2pix), so it can judge "
+        "whether an output fits the refocus distance (default: it sees the output alone)",
+    )
+    t.add_argument(
         "--time-budget",
         type=float,
         metavar="MIN",
@@ -465,9 +472,12 @@ def run(args: argparse.Namespace) -> int:
                 "--adv-weight is the fast recipe's GAN weight; the paper recipe weights its "
                 "losses with --alpha"
             )
-        gan_options = (args.adv_weight, args.disc_blur)
+        gan_options = (args.adv_weight, args.disc_blur, args.disc_conditional)
         if rec.name == "fast" and not gan and any(v is not None for v in gan_options):
-            raise InputError("--adv-weight and --disc-blur act in a GAN phase: add --gan-steps N")
+            raise InputError(
+                "--adv-weight, --disc-blur and --disc-conditional act in a GAN phase: add "
+                "--gan-steps N"
+            )
         if total < 1:
             raise InputError(f"--steps must be >= 1 (the total number of steps), got {total}")
         patch = args.patch if args.patch is not None else rec.patch
@@ -553,6 +563,7 @@ def run(args: argparse.Namespace) -> int:
             dz_weight=args.dz_weight,
             adv_weight=pick(args.adv_weight, FAST_ADV_WEIGHT) if fast_gan else None,
             disc_blur_px=pick(args.disc_blur, FAST_DISC_BLUR_PX if fast_gan else 0.0),
+            disc_conditional=bool(args.disc_conditional),
             g_updates=1 if fast_gan else TrainConfig.g_updates,
             d_updates=1 if fast_gan else TrainConfig.d_updates,
         )
@@ -590,7 +601,9 @@ def run(args: argparse.Namespace) -> int:
             phases = (
                 f"{total} steps = {tcfg.pretrain_steps} {tcfg.loss.upper()} + {tcfg.steps} "
                 f"GAN iterations (1 G + 1 D update each; adversarial weight "
-                f"{tcfg.adv_weight:g}, discriminator blur {tcfg.disc_blur_px:g} px)"
+                f"{tcfg.adv_weight:g}, discriminator blur {tcfg.disc_blur_px:g} px"
+                + (", conditional on the input" if tcfg.disc_conditional else "")
+                + ")"
             )
         elif rec.name == "fast":
             phases = f"{tcfg.pretrain_steps} {tcfg.loss.upper()} steps (no GAN phase)"

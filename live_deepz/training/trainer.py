@@ -122,6 +122,7 @@ _RESUME_KEYS = (
     "dz_weight",
     "adv_weight",
     "disc_blur_px",
+    "disc_conditional",
 )
 
 #: Values of resume keys added later, for checkpoints written before them.
@@ -139,6 +140,7 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "dz_weight": 0.0,
     "adv_weight": None,
     "disc_blur_px": 0.0,
+    "disc_conditional": False,
 }
 #: Bright target pixels (normalised intensity) for the balanced validation MAE.
 FG_THRESHOLD = 0.15
@@ -250,6 +252,10 @@ class TrainConfig:
     (px); 0 = as they are (the paper). With noisy targets (camera noise, Noise2Noise second
     exposures) a discriminator that sees every pixel can tell output from target by the
     noise alone, and then teaches the generator to draw noise."""
+    disc_conditional: bool = False
+    """The discriminator also sees the generator's input (image and DPM), as pix2pix's does,
+    so it can judge whether an output fits the refocus distance asked for; False = it sees
+    the output plane alone (the paper)."""
 
     @property
     def generator_architecture(self) -> dict[str, Any]:
@@ -607,6 +613,7 @@ class Trainer:
             "dz_weight": cfg.dz_weight,
             "adv_weight": cfg.adv_weight,
             "disc_blur_px": cfg.disc_blur_px,
+            "disc_conditional": cfg.disc_conditional,
             "device": str(self.device),
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
             "world_size": self.env.world_size,
@@ -785,7 +792,9 @@ class Trainer:
         g = build_network(cfg.generator_architecture).to(dev)
         if cfg.channels_last:
             g = g.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        d = Discriminator(DiscriminatorConfig(width=cfg.disc_width or cfg.width)).to(dev)
+        d_in = 1 + (g_in_channels(g) if cfg.disc_conditional else 0)
+        d_cfg = DiscriminatorConfig(width=cfg.disc_width or cfg.width, in_channels=d_in)
+        d = Discriminator(d_cfg).to(dev)
         self.generator, self.discriminator = g, d  # the latest (not the best) networks
         opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g)
         opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d)
@@ -897,7 +906,15 @@ class Trainer:
             bar.set_postfix(_fmt(losses, state, mae), refresh=True)
 
         dpm_scale_um = self.data.cfg.dpm_scale_um
-        disc_view = gaussian_smoother(cfg.disc_blur_px).to(dev)
+        smooth = gaussian_smoother(cfg.disc_blur_px).to(dev)
+
+        def disc_view(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            """What the discriminator sees of an output (or target) ``out`` for input ``x``."""
+            seen = smooth(out)
+            if not cfg.disc_conditional:
+                return seen
+            image, dpm = x[:, :1].to(seen.dtype), x[:, 1:].to(seen.dtype)
+            return torch.cat([seen, smooth(image), dpm], dim=1)
 
         def g_step(x: torch.Tensor, z: torch.Tensor, adversarial: bool) -> dict[str, float]:
             out: dict[str, float] = {}
@@ -905,7 +922,7 @@ class Trainer:
                 d.requires_grad_(False)  # D only passes gradients back to G here
             with self._autocast():
                 fake = g_par(x)
-                d_fake = d(disc_view(fake)) if adversarial else None
+                d_fake = d(disc_view(fake, x)) if adversarial else None
             diff = fake.float() - z
             err = diff.abs()
             mae = err.mean()
@@ -947,7 +964,7 @@ class Trainer:
             with torch.no_grad(), self._autocast():
                 fake = g(x)
             with self._autocast():
-                seen = disc_view(torch.cat([fake, z.to(fake.dtype)]))
+                seen = disc_view(torch.cat([fake, z.to(fake.dtype)]), torch.cat([x, x]))
                 scores = d_par(seen).float()  # (2N, 1)
             n = x.shape[0]
             loss = 0.5 * (scores[:n] ** 2).mean() + 0.5 * ((scores[n:] - 1) ** 2).mean()
@@ -1021,6 +1038,12 @@ def moving_average(g: nn.Module, decay: float) -> torch.optim.swa_utils.Averaged
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def g_in_channels(g: nn.Module) -> int:
+    """Input channels of a generator (image + DPM = 2 for Deep-Z)."""
+    first = next(m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
+    return int(first.in_channels)
 
 
 def gaussian_smoother(sigma_px: float) -> nn.Module:
