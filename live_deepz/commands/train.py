@@ -277,6 +277,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "measured worse for beads (benchmarks/RESULTS.md, session 6)",
     )
     t.add_argument(
+        "--mean-targets",
+        action="store_true",
+        default=None,
+        help="fast, with --second-exposure: a target on another plane than the input's is "
+        "the mean of both exposures (half the noise, still independent of the input)",
+    )
+    t.add_argument(
+        "--swap-exposures",
+        action="store_true",
+        default=None,
+        help="fast, with --second-exposure: half of the items take their input from the "
+        "second exposure and their target from the first",
+    )
+    t.add_argument(
         "--init",
         metavar="MODEL",
         help="start from this model's weights (name or folder) instead of a random "
@@ -501,6 +515,8 @@ def run(args: argparse.Namespace) -> int:
                         ("self_norm_fraction", args.self_norm_fraction),
                         ("balance", args.balance),
                         ("distinct_planes", args.distinct_planes),
+                        ("mean_targets", args.mean_targets),
+                        ("swap_exposures", args.swap_exposures),
                     )
                     if v is not None
                 },

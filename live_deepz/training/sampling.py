@@ -24,6 +24,13 @@ draws each training item afresh from ``(seed, batch number)``:
   training data with a second exposure of every stack (``build_pairs(..., second=...)``,
   ``train --second-exposure``) reaches the same without losing the DPM-0 pairs: there every
   target is read from the other exposure;
+* with ``mean_targets`` (needs a second exposure) a target on another plane than the input's
+  is the mean of both exposures of that plane: neither shares the input's noise, so the
+  target is as unbiased as one exposure with half its noise variance; on the input's own
+  plane the target stays the other exposure;
+* with ``swap_exposures`` (needs a second exposure) half of the items take their input from
+  the second exposure and their target from the first, so inputs come with twice as many
+  noise draws;
 * with probability ``self_norm_fraction`` the input and the target are rescaled with the
   normalisation fitted on the input plane itself, as ``refocus`` and the live pipeline's
   first-frame fit do, instead of the stack's (EDF) normalisation alone;
@@ -86,6 +93,13 @@ class SamplingConfig:
     so the network learns to denoise as it refocuses; an identical pair rewards copying the
     input's noise). Off by default: from scratch it removed the DPM-0 noise step but made bead
     localisation and the slide calibration worse (benchmarks/RESULTS.md, session 6)."""
+    mean_targets: bool = False
+    """Needs a second exposure: a target on another plane than the input's is the mean of
+    both exposures of that plane (half the noise variance, still independent of the input);
+    on the input's own plane it stays the other exposure. Off = the second exposure only."""
+    swap_exposures: bool = False
+    """Needs a second exposure: half of the items read their input from the second exposure
+    and their target from the first (twice as many input noise draws)."""
 
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
@@ -185,6 +199,12 @@ class FocusSampler:
         fields = np.asarray([self.regions[k].field for k in reg], dtype=np.int64)
         self._peaks_of_field = [np.flatnonzero(fields == f) for f in np.unique(fields)]
         self._plane_norms: dict[tuple[int, int], Normalization | None] = {}
+        both = data.summary.extra.get("targets") == "second exposure"
+        if (cfg.mean_targets or cfg.swap_exposures) and not both:
+            raise InputError(
+                "--mean-targets and --swap-exposures use two exposures of every stack: add "
+                "--second-exposure"
+            )
 
     @property
     def n_peaks(self) -> int:
@@ -243,15 +263,19 @@ class FocusSampler:
         for i in range(n):
             ri, y0, x0, zin, zt, aug, _ = self.item(rng)
             r = self.regions[ri]
-            src = self.data.fields[r.field]
-            tgt = self.data.fields[r.target_field]
+            in_field, out_field = r.field, r.target_field
             ty, tx = y0 + (r.ty - r.y), x0 + (r.tx - r.x)
+            if self.cfg.swap_exposures and rng.random() < 0.5:
+                in_field, out_field, y0, x0, ty, tx = out_field, in_field, ty, tx, y0, x0
+            src, tgt = self.data.fields[in_field], self.data.fields[out_field]
             inp = np.empty((2, p, p), dtype=np.float32)
             inp[0] = src.array[zin, y0 : y0 + p, x0 : x0 + p]
             inp[1] = float(tgt.z_um[zt] - src.z_um[zin]) / scale
-            out = np.asarray(tgt.array[zt, ty : ty + p, tx : tx + p])[None]
+            out = np.asarray(tgt.array[zt, ty : ty + p, tx : tx + p], dtype=np.float32)[None]
+            if self.cfg.mean_targets and zt != zin:  # the input's exposure of another plane
+                out = 0.5 * (out + src.array[zt, y0 : y0 + p, x0 : x0 + p])
             if self.cfg.self_norm_fraction and rng.random() < self.cfg.self_norm_fraction:
-                own = self.plane_normalization(r.field, zin)
+                own = self.plane_normalization(in_field, zin)
                 if own is not None:  # the input plane's own fit, applied to both sides
                     inp[0], out = own.apply(inp[0]), own.apply(out)
             x[i] = augment(inp, aug)
