@@ -202,6 +202,52 @@ def test_second_exposure_targets_share_no_noise_with_their_inputs(tmp_path) -> N
         build_pairs(first[:1], cfg, tmp_path / "cache", second=first[:1])
 
 
+def test_mean_targets_and_swapped_exposures_read_the_right_exposures(tmp_path) -> None:
+    # the second exposure carries a large offset, so a crop's mean says which it came from
+    first = [
+        FieldStack(synth_stack(size=64, seed=60 + i, n_beads=20), 0.5, 0.325, name=f"s{i}.tif")
+        for i in range(2)
+    ]
+    second = [
+        FieldStack(
+            synth_stack(size=64, seed=60 + i, n_beads=20, noise_seed=1) + 3000,
+            0.5,
+            0.325,
+            name=f"s{i}-b.tif",
+        )
+        for i in range(2)
+    ]
+    cfg = PairConfig(patch=32, z_half_range_um=2.0, align=False)
+    twin = build_pairs(first, cfg, tmp_path / "cache", second=second)
+    lo = float(twin.fields[0].array.mean())
+    hi = float(twin.fields[2].array.mean())
+    mid = (lo + hi) / 2
+
+    def which(crops: torch.Tensor) -> np.ndarray:
+        """-1: the first exposure, +1: the second, 0: their mean."""
+        m = crops.mean(dim=(-3, -2, -1)).numpy()
+        return np.where(m < (lo + mid) / 2, -1, np.where(m > (mid + hi) / 2, 1, 0))
+
+    base = SamplingConfig(crop=16, jitter_px=4)
+    x, z = FocusSampler(twin, base, seed=1).batch(0, 64)
+    assert (which(x[:, :1]) == -1).all() and (which(z) == 1).all()
+
+    x, z = FocusSampler(twin, dataclasses.replace(base, mean_targets=True), seed=1).batch(0, 64)
+    same_plane = (x[:, 1] == 0).flatten(1).all(dim=1).numpy()  # DPM 0: the input's plane
+    assert same_plane.any() and not same_plane.all()
+    assert (which(x[:, :1]) == -1).all()
+    assert (which(z)[same_plane] == 1).all() and (which(z)[~same_plane] == 0).all()
+
+    x, z = FocusSampler(twin, dataclasses.replace(base, swap_exposures=True), seed=1).batch(0, 64)
+    src, tgt = which(x[:, :1]), which(z)
+    assert 16 <= (src == 1).sum() <= 48  # about half swapped
+    assert (src == -tgt).all()  # input and target always from different exposures
+
+    single = build_pairs(first, cfg, tmp_path / "cache")
+    with pytest.raises(InputError, match="add --second-exposure"):
+        FocusSampler(single, dataclasses.replace(base, mean_targets=True))
+
+
 def test_target_half_range_widens_only_the_target_window(tmp_path) -> None:
     stacks = [
         FieldStack(synth_stack(n_planes=21, size=64, seed=60 + i, n_beads=20), 0.5, name=f"w{i}")
