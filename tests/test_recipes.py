@@ -536,6 +536,29 @@ def test_focus_input_draws_start_sharp_and_leave_earlier_runs_unchanged(data) ->
         SamplingConfig(focus_input_fraction=1.5)
 
 
+def test_far_input_draws_put_the_input_far_from_the_targeted_focus(data) -> None:
+    base = SamplingConfig(crop=16, jitter_px=4, centred_fraction=1.0, focus_target_fraction=1.0)
+    plain, far = (
+        FocusSampler(data, dataclasses.replace(base, far_input_fraction=f, far_input_min_um=1.5))
+        for f in (0.0, 1.0)
+    )
+    z = data.fields[0].z_um
+    gaps: dict[str, list[float]] = {"plain": [], "far": []}
+    for name, sampler in (("plain", plain), ("far", far)):
+        rng = np.random.default_rng(3)
+        for _ in range(300):
+            ri, _y, _x, zin, zt, _aug, focused = sampler.item(rng)
+            r = sampler.regions[ri]
+            assert r.inputs[0] <= zin <= r.inputs[1]
+            if focused:
+                gaps[name].append(abs(float(z[zin] - z[zt])))
+    assert min(gaps["far"]) >= 1.5 and len(gaps["far"]) > 200
+    assert np.mean(np.asarray(gaps["plain"]) < 1.5) > 0.3  # uniform inputs are often near
+    assert SamplingConfig().far_input_fraction == 0.0  # off by default
+    with pytest.raises(InputError, match="far-input-fraction must lie in"):
+        SamplingConfig(far_input_fraction=-0.1)
+
+
 def test_self_normalised_items_rescale_input_and_target_by_the_input_planes_own_fit(
     data,
 ) -> None:

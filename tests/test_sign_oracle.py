@@ -42,5 +42,7 @@ def test_sign_gets_harder_with_defocus_and_with_fewer_photons() -> None:
         err = {r["defocus_um"]: r["ideal_sign_error"] for r in rows}
         assert err[2.0] < err[8.0] and err[-2.0] < err[-8.0]
         assert all(np.sign(r["closest_other_side_um"]) != np.sign(r["defocus_um"]) for r in rows)
-    for b, m in zip(bright, dim, strict=True):  # 4x fewer photons and background: d' falls (about 2x)
+    for b, m in zip(
+        bright, dim, strict=True
+    ):  # 4x fewer photons and background: d' falls (about 2x)
         assert m["dprime"] < b["dprime"]

@@ -277,6 +277,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "measured worse for beads (benchmarks/RESULTS.md, session 6)",
     )
     t.add_argument(
+        "--far-input-fraction",
+        type=float,
+        metavar="F",
+        help="fast: fraction of the focus-targeted items whose input is at least 5 um from "
+        "the object's focus (more practice at far refocusing; default 0 = uniform input)",
+    )
+    t.add_argument(
         "--mean-targets",
         action="store_true",
         default=None,
@@ -512,6 +519,7 @@ def run(args: argparse.Namespace) -> int:
                         ("centred_fraction", args.centred_fraction),
                         ("focus_target_fraction", args.focus_target_fraction),
                         ("focus_input_fraction", args.focus_input_fraction),
+                        ("far_input_fraction", args.far_input_fraction),
                         ("self_norm_fraction", args.self_norm_fraction),
                         ("balance", args.balance),
                         ("distinct_planes", args.distinct_planes),
@@ -527,6 +535,7 @@ def run(args: argparse.Namespace) -> int:
                 args.centred_fraction,
                 args.focus_target_fraction,
                 args.focus_input_fraction,
+                args.far_input_fraction,
                 args.self_norm_fraction,
                 args.balance,
                 args.distinct_planes,
@@ -534,7 +543,8 @@ def run(args: argparse.Namespace) -> int:
         ):
             raise InputError(
                 "--centred-fraction/--focus-target-fraction/--focus-input-fraction/"
-                "--self-norm-fraction/--balance/--distinct-planes need --recipe fast"
+                "--far-input-fraction/--self-norm-fraction/--balance/--distinct-planes need "
+                "--recipe fast"
             )
         pcfg = PairConfig(
             patch=region,

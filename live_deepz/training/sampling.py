@@ -15,6 +15,9 @@ draws each training item afresh from ``(seed, batch number)``:
 * for a centred crop, with probability ``focus_target_fraction`` the target plane is the
   centre object's own focus plane (argmax over z of its smoothed intensity) ± ``focus_window``
   planes; otherwise uniform within the window;
+* for a focus-targeted crop, with probability ``far_input_fraction`` the input plane is drawn
+  among the window's planes at least ``far_input_min_um`` from that focus: more practice at
+  refocusing far-defocused objects, where the sign of the defocus is hardest to read;
 * for a centred crop whose target was not focus-targeted, with probability
   ``focus_input_fraction`` the *input* is the object's focus plane ± ``focus_window`` (and the
   target uniform): a focused object rendered defocused, the planes away from the sample;
@@ -72,6 +75,12 @@ class SamplingConfig:
     """Fraction of the other centred crops whose input is the object's focus plane ± 1 (the
     target uniform): the network then also learns to defocus a sharp object, the planes
     away from the sample. 0 = the input plane is always uniform (every run before it)."""
+    far_input_fraction: float = 0.0
+    """Fraction of the focus-targeted items whose input plane is drawn among the window's
+    planes at least ``far_input_min_um`` from the object's focus (0 = uniform, every run
+    before it)."""
+    far_input_min_um: float = 5.0
+    """Smallest input-to-focus distance of a ``far_input_fraction`` item (µm)."""
     self_norm_fraction: float = 0.0
     """Fraction of items whose input and target are rescaled with the normalisation fitted on
     the input plane itself (:func:`~live_deepz.normalize.fit_normalization`), the way a single
@@ -108,6 +117,7 @@ class SamplingConfig:
             "centred_fraction",
             "focus_target_fraction",
             "focus_input_fraction",
+            "far_input_fraction",
             "self_norm_fraction",
         ):
             v = getattr(self, name)
@@ -243,6 +253,8 @@ class FocusSampler:
             w = cfg.focus_window
             zt = int(self.peak_focus[k]) + int(rng.integers(-w, w + 1))
             focused = r.targets[0] <= zt <= r.targets[1]
+            if focused and cfg.far_input_fraction and rng.random() < cfg.far_input_fraction:
+                zin = self._far_input(r, zt, rng, zin)
         if not focused:
             if centred and cfg.focus_input_fraction and rng.random() < cfg.focus_input_fraction:
                 w = cfg.focus_window
@@ -253,6 +265,18 @@ class FocusSampler:
             zt = _other_plane(rng, r.targets, zin, self.peak_focus[k] if focused else None, cfg)
         aug = int(rng.integers(8))
         return ri, y, x, zin, zt, aug, focused
+
+    def _far_input(self, r: Region, zt: int, rng: np.random.Generator, zin: int) -> int:
+        """An input plane of ``r`` at least ``far_input_min_um`` from target plane ``zt``
+        (``zin`` unchanged when the window has none)."""
+        z_in = self.data.fields[r.field].z_um
+        z_t = float(self.data.fields[r.target_field].z_um[zt])
+        far = [
+            k
+            for k in range(r.inputs[0], r.inputs[1] + 1)
+            if abs(z_in[k] - z_t) >= self.cfg.far_input_min_um
+        ]
+        return far[int(rng.integers(len(far)))] if far else zin
 
     def batch(self, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``k`` of ``n`` items: ``(n, 2, P, P)`` inputs and ``(n, 1, P, P)`` targets."""
