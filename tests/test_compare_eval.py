@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[1]
+from _benchmarks import load_benchmark
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "compare_eval", REPO / "benchmarks/compare_eval.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("compare_eval")
 
 
 def test_each_row_is_judged_in_its_own_direction() -> None:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
+from _benchmarks import load_benchmark
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_mirror_focus", REPO / "benchmarks/bench_mirror_focus.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_mirror_focus")
 
 
 def test_bead_peak_sees_a_point_above_the_background_and_not_elsewhere() -> None:

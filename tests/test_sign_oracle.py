@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from _benchmarks import load_benchmark
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_sign_oracle", REPO / "benchmarks/bench_sign_oracle.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_sign_oracle")
 
 
 def test_separation_is_zero_for_equal_images_and_grows_with_photons() -> None:
