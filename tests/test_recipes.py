@@ -454,6 +454,15 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         "weights its losses with --alpha": [*base, "--recipe", "paper", "--adv-weight", "1"],
         "--adv-weight must be > 0": [*base, "--gan-steps", "1", "--adv-weight", "0"],
         "add --gan-steps N": [*base, "--steps", "2", "--disc-conditional"],
+        "more than --pretrain-steps": [
+            *base,
+            "--recipe",
+            "paper",
+            "--steps",
+            "1",
+            "--disc-blur",
+            "1",
+        ],
     }
     for message, args in cases.items():
         assert main([*args, "--overwrite"]) == 1

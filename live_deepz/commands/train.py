@@ -494,10 +494,15 @@ def run(args: argparse.Namespace) -> int:
                 "losses with --alpha"
             )
         gan_options = (args.adv_weight, args.disc_blur, args.disc_conditional)
-        if rec.name == "fast" and not gan and any(v is not None for v in gan_options):
+        if not gan and any(v is not None for v in gan_options):
+            how = (
+                "add --gan-steps N"
+                if rec.name == "fast"
+                else "give --steps more than --pretrain-steps (the rest are GAN iterations)"
+            )
             raise InputError(
-                "--adv-weight, --disc-blur and --disc-conditional act in a GAN phase: add "
-                "--gan-steps N"
+                "--adv-weight, --disc-blur and --disc-conditional act in a GAN phase and this "
+                f"run has none: {how}"
             )
         if total < 1:
             raise InputError(f"--steps must be >= 1 (the total number of steps), got {total}")
