@@ -26,27 +26,32 @@ from typing import Any
 import numpy as np
 
 
-def bead_peak(img: np.ndarray, r: int, c: int) -> float:
-    """Peak of the σ = 1 px smoothed image in the 3×3 px around (r, c), above its median."""
+def smoothed(img: np.ndarray) -> np.ndarray:
+    """The image smoothed by a Gaussian of σ = 1 px."""
     from scipy import ndimage
 
-    s = ndimage.gaussian_filter(img, 1.0)
+    return np.asarray(ndimage.gaussian_filter(img, 1.0))
+
+
+def peak_above_median(s: np.ndarray, r: int, c: int) -> float:
+    """Maximum of ``s`` in the 3×3 px around (r, c), above the median of ``s``."""
     return float(s[r - 1 : r + 2, c - 1 : c + 2].max() - np.median(s))
 
 
+def bead_peak(img: np.ndarray, r: int, c: int) -> float:
+    """Peak of the σ = 1 px smoothed image in the 3×3 px around (r, c), above its median."""
+    return peak_above_median(smoothed(img), r, c)
+
+
 def isolated_beads(truth: dict[str, Any], shape: tuple[int, int], min_gap_px: float = 12.0) -> Any:
-    """``(rows, cols, focus_z_um)`` of in-field beads ≥ 20 px from the border and
-    ``min_gap_px`` from any other bead."""
+    """``(rows, cols, focus_z_um)`` of in-field beads ≥ 20 px from the border and more than
+    ``min_gap_px`` from any other bead (:func:`~live_deepz.analysis.evaluation.isolated_mask`)."""
+    from live_deepz.analysis.evaluation import isolated_mask
+
     obj = truth["sample"]["objects"]
     rc = np.asarray(obj["pixel_rc"], dtype=np.float64)
     fz = np.asarray(obj["focus_z_um"], dtype=np.float64)
-    keep = np.asarray(obj["in_field"], dtype=bool)
-    keep &= (
-        (rc[:, 0] > 20) & (rc[:, 0] < shape[0] - 20) & (rc[:, 1] > 20) & (rc[:, 1] < shape[1] - 20)
-    )
-    gap = np.hypot(rc[:, None, 0] - rc[None, :, 0], rc[:, None, 1] - rc[None, :, 1])
-    np.fill_diagonal(gap, np.inf)
-    keep &= gap.min(axis=1) > min_gap_px
+    keep = np.asarray(obj["in_field"], dtype=bool) & isolated_mask(rc, shape, min_gap_px, 20)
     rc = np.round(rc[keep]).astype(int)
     return rc[:, 0], rc[:, 1], fz[keep]
 
@@ -74,10 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     g, scale = model.generator.eval(), model.card.dpm_scale_um
 
-    def refocus(i0: int, dz: float) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(a[i0]))[None, None]
-        with torch.no_grad():
-            return g(torch.cat([x, torch.full_like(x, dz / scale)], dim=1))[0, 0].numpy()
+    def refocus(i0: int, k: int) -> np.ndarray:
+        """Plane ``k`` refocused from input plane ``i0``, smoothed (cached: beads share planes)."""
+        if (i0, k) not in planes:
+            x = torch.from_numpy(np.ascontiguousarray(a[i0]))[None, None]
+            dpm = torch.full_like(x, float(z_um[k] - z_um[i0]) / scale)
+            with torch.no_grad():
+                planes[i0, k] = smoothed(g(torch.cat([x, dpm], dim=1))[0, 0].numpy())
+        return planes[i0, k]
+
+    planes: dict[tuple[int, int], np.ndarray] = {}
+    scan = [smoothed(p) for p in a]
 
     report: dict[str, Any] = {"model": args.model, "stack": str(args.stack), "inputs": []}
     for z0 in args.z0:
@@ -88,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             if abs(f - z_um[i0]) < args.min_distance_um or abs(mirror - z_um[i0]) > 10:
                 continue
             kf, km = int(np.argmin(np.abs(z_um - f))), int(np.argmin(np.abs(z_um - mirror)))
-            model_f = bead_peak(refocus(i0, z_um[kf] - z_um[i0]), r, c)
-            model_m = bead_peak(refocus(i0, z_um[km] - z_um[i0]), r, c)
+            model_f = peak_above_median(refocus(i0, kf), r, c)
+            model_m = peak_above_median(refocus(i0, km), r, c)
             beads.append(
                 {
                     "rc_px": [int(r), int(c)],
@@ -97,18 +109,18 @@ def main(argv: list[str] | None = None) -> int:
                     "distance_um": float(abs(f - z_um[i0])),
                     "model_at_focus": model_f,
                     "model_at_mirror": model_m,
-                    "scan_at_focus": bead_peak(a[kf], r, c),
-                    "scan_at_mirror": bead_peak(a[km], r, c),
+                    "scan_at_focus": peak_above_median(scan[kf], r, c),
+                    "scan_at_mirror": peak_above_median(scan[km], r, c),
                 }
             )
         ratio = [b["model_at_mirror"] / max(b["model_at_focus"], 1e-6) for b in beads]
-        scan = [b["scan_at_mirror"] / max(b["scan_at_focus"], 1e-6) for b in beads]
+        scan_ratio = [b["scan_at_mirror"] / max(b["scan_at_focus"], 1e-6) for b in beads]
         far = [b for b in beads if b["distance_um"] >= 6]
         summary = {
             "z0_um": float(z_um[i0]),
             "n_beads": len(beads),
             "median_mirror_over_focus_model": float(np.median(ratio)) if beads else None,
-            "median_mirror_over_focus_scan": float(np.median(scan)) if beads else None,
+            "median_mirror_over_focus_scan": float(np.median(scan_ratio)) if beads else None,
             "far_beads_model_focus_over_scan_focus": [
                 round(b["model_at_focus"] / max(b["scan_at_focus"], 1e-6), 3) for b in far
             ],
