@@ -164,16 +164,8 @@ def _register_deepz_unet() -> None:
     def is_number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool) and v == v
 
-    def config(arch: dict[str, Any]) -> DeepZConfig:
-        return DeepZConfig(
-            width=float(arch["width"]),
-            in_channels=int(arch.get("in_channels", 2)),
-            out_channels=int(arch.get("out_channels", 1)),
-            residual=bool(arch.get("residual", False)),
-        )
-
     def build(arch: dict[str, Any]) -> nn.Module:
-        return DeepZGenerator(config(arch))
+        return DeepZGenerator(DeepZConfig.from_architecture(arch))
 
     def validate(arch: dict[str, Any]) -> tuple[str, str] | None:
         if "width" not in arch:
@@ -185,8 +177,9 @@ def _register_deepz_unet() -> None:
             v = arch.get(key, 1)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 return key, f"must be a positive integer, got {arch[key]!r}"
-        if "residual" in arch and not isinstance(arch["residual"], bool):
-            return "residual", f"must be true or false, got {arch['residual']!r}"
+        for key in ("residual", "dpm_film"):
+            if key in arch and not isinstance(arch[key], bool):
+                return key, f"must be true or false, got {arch[key]!r}"
         return None
 
     def describe(module: nn.Module) -> dict[str, Any] | None:
@@ -200,6 +193,8 @@ def _register_deepz_unet() -> None:
             arch["out_channels"] = cfg.out_channels
         if cfg.residual:  # absent = False: older model files keep their exact card
             arch["residual"] = True
+        if cfg.dpm_film:
+            arch["dpm_film"] = True
         return arch
 
     register_architecture(

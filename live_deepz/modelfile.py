@@ -202,12 +202,7 @@ class ModelCard:
         arch = self.architecture
         if arch["type"] != DEEPZ_UNET:
             raise ValueError(f"a {arch['type']!r} model has no DeepZConfig")
-        return DeepZConfig(
-            width=float(arch["width"]),
-            in_channels=int(arch.get("in_channels", 2)),
-            out_channels=int(arch.get("out_channels", 1)),
-            residual=bool(arch.get("residual", False)),
-        )
+        return DeepZConfig.from_architecture(arch)
 
     @property
     def validation_mae(self) -> float | None:
@@ -653,6 +648,7 @@ def model_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         validation_mae=card.validation_mae,
         training_steps=card.training.get("steps"),
         residual=bool(card.architecture.get("residual", False)),
+        dpm_film=bool(card.architecture.get("dpm_film", False)),
         recipe=card.training.get("recipe"),
     )
     note = training_warning(card)

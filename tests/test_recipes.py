@@ -92,6 +92,49 @@ def test_residual_is_recorded_in_the_card_and_absent_means_plain(data, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------
+# the DPM modulation (FiLM)
+
+
+def test_dpm_modulated_generator_starts_as_its_plain_twin_and_then_uses_the_dpm() -> None:
+    torch.manual_seed(0)
+    plain = DeepZGenerator(DeepZConfig(width=0.0625, residual=True)).eval()
+    torch.nn.init.normal_(plain.head.weight, std=0.1)  # a trained-looking head, not zero
+    film = DeepZGenerator(DeepZConfig(width=0.0625, residual=True, dpm_film=True)).eval()
+    assert film.down_film is not None and len(film.down_film) == 4  # levels 2-5
+    assert film.up_film is not None and len(film.up_film) == 3  # levels 2-4
+    film.load_state_dict({**film.state_dict(), **plain.state_dict()})
+    x = torch.rand(2, 2, 40, 24)
+    with torch.no_grad():
+        assert torch.equal(film(x), plain(x))
+        torch.nn.init.normal_(film.up_film[0].out.weight, std=0.5)
+        changed = film(x) - plain(x)
+        x_far = x.clone()
+        x_far[:, 1] = 3.0  # another DPM: another modulation
+        changed_far = film(x_far) - plain(x_far)
+    assert changed.abs().max() > 1e-4
+    assert not torch.allclose(changed, changed_far, atol=1e-5)
+
+
+def test_dpm_modulation_warm_starts_from_a_plain_model_and_is_recorded(data, tmp_path) -> None:
+    cfg = dataclasses.replace(TINY_FAST, pretrain_steps=2, min_useful_steps=1)
+    train(data, cfg, tmp_path / "plain")
+    plain = load_model(tmp_path / "plain")
+    film_cfg = dataclasses.replace(cfg, dpm_film=True, init_from=str(tmp_path / "plain"))
+    train(data, dataclasses.replace(film_cfg, lr_g=0.0), tmp_path / "film")
+    film = load_model(tmp_path / "film")
+    assert film.card.architecture["dpm_film"] is True and film.generator.config.dpm_film
+    assert "dpm_film" in film.card.training["init_from"]["added"]
+    x = torch.rand(1, 2, 32, 32)
+    with torch.no_grad():  # lr 0: the modulated model is still its plain start
+        assert torch.equal(film.generator(x), plain.generator(x))
+    assert "dpm_film" not in plain.card.architecture  # absent = plain (older files)
+    # a modulated start needs a modulated run
+    with pytest.raises(InputError, match="--dpm-film"):
+        train(data, dataclasses.replace(cfg, init_from=str(tmp_path / "film")), tmp_path / "x")
+    assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------
 # the sampler
 
 

@@ -258,6 +258,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="global residual generator, output = input + net (default: fast yes, paper no)",
     )
     t.add_argument(
+        "--dpm-film",
+        action="store_true",
+        help="scale and shift every level's features by the DPM (FiLM; off by default); "
+        "with --init a plain model, the modulation is added as the identity",
+    )
+    t.add_argument(
         "--centred-fraction",
         type=float,
         help="fast: fraction of crops centred on an object (default 0.8)",
@@ -434,6 +440,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "arch", "deepz-unet") == "wfcon3d":
         if args.init is not None:
             raise InputError("--init fine-tunes Deep-Z models; it is not available for wfcon3d")
+        if args.dpm_film:
+            raise InputError("--dpm-film is a Deep-Z U-Net option; it is not available for wfcon3d")
         from .train_wfcon import run_wfcon
 
         return run_wfcon(args)
@@ -580,6 +588,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             recipe=rec.name,
             residual=pick(args.residual, rec.residual),
+            dpm_film=args.dpm_film,
             loss=pick(args.loss, rec.loss),
             lr_schedule=pick(args.lr_schedule, rec.lr_schedule),
             warmup_steps=rec.warmup_steps,
@@ -647,6 +656,7 @@ def run(args: argparse.Namespace) -> int:
         say(
             f"training (recipe {rec.name}): width {tcfg.width}"
             + (" residual" if tcfg.residual else "")
+            + (", DPM-modulated levels" if tcfg.dpm_film else "")
             + f", {phases}, batch {tcfg.batch_size}, patch {patch}"
             + (f" inside {region} px regions" if region != patch else "")
             + f", lr {tcfg.lr_g:g} {tcfg.lr_schedule}{budget}, device {device}"

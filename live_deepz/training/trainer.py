@@ -101,6 +101,7 @@ HISTORY_FILE = "training_history.json"
 _RESUME_KEYS = (
     "width",
     "residual",
+    "dpm_film",
     "loss",
     "lr_schedule",
     "warmup_steps",
@@ -129,6 +130,7 @@ _RESUME_KEYS = (
 _RESUME_DEFAULTS: dict[str, Any] = {
     "fg_weight": 0.0,
     "residual": False,
+    "dpm_film": False,
     "loss": "l1",
     "lr_schedule": "constant",
     "warmup_steps": 0,
@@ -202,6 +204,9 @@ class TrainConfig:
     """Name of the recipe these settings came from (recorded in the card)."""
     residual: bool = False
     """Global-residual generator (``DeepZConfig.residual``)."""
+    dpm_film: bool = False
+    """Every level's features scaled and shifted by the DPM (``DeepZConfig.dpm_film``); with
+    ``init_from`` a plain model, the modulation is added as the identity."""
     loss: str = "l1"
     """Generator reconstruction loss: ``l1`` (the paper's MAE) or ``mse``."""
     lr_schedule: str = "constant"
@@ -263,6 +268,8 @@ class TrainConfig:
         arch: dict[str, Any] = {"type": self.architecture, "width": self.width}
         if self.residual:  # absent = a plain head (every model before the option)
             arch["residual"] = True
+        if self.dpm_film:
+            arch["dpm_film"] = True
         return arch
 
     def __post_init__(self) -> None:
@@ -663,7 +670,15 @@ class Trainer:
                 f"--init {self.cfg.init_from}: its DPM scale {init.card.dpm_scale_um:g} um "
                 f"differs from this run's {scale:g} um"
             )
-        g.load_state_dict(init.generator.state_dict())
+        start = init.generator.state_dict()
+        added = self.cfg.dpm_film and not init.card.architecture.get("dpm_film", False)
+        if added:  # a plain start: its twin with the identity modulation
+            start = {**g.state_dict(), **start}
+        elif init.card.architecture.get("dpm_film", False) and not self.cfg.dpm_film:
+            raise InputError(
+                f"--init {self.cfg.init_from} modulates its levels by the DPM; add --dpm-film"
+            )
+        g.load_state_dict(start)
         parent = init.card.training.get("init_from")
         steps = init.card.training.get("steps")
         self._init_info = {
@@ -674,6 +689,7 @@ class Trainer:
             "command": init.card.training.get("command"),
             # the whole chain of warm restarts: the start's own start, and all their steps
             "init_from": parent,
+            **({"added": "dpm_film (identity at start)"} if added else {}),
             "total_steps": (steps if isinstance(steps, int) else 0) + _chain_steps(parent),
         }
 
