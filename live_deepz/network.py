@@ -297,6 +297,10 @@ def generator_flops_per_pixel(width: float = 1.0, config: DeepZConfig | None = N
         macs += below[k] * b[k] / 4**k
         macs += 9 * (2 * b[k] * c[k] + c[k] * d[k]) / 4**k
     macs += 9 * d[0] * cfg.out_channels
+    if cfg.dpm_film:  # the 1x1 convs of DpmModulation (1 -> 8 -> 2C) below full resolution
+        h = DpmModulation.HIDDEN
+        macs += sum((h + h * 2 * ch) / 4**k for k, ch in enumerate(b[1:], start=1))
+        macs += sum((h + h * 2 * ch) / 4**k for k, ch in enumerate(d[1:], start=1))
     return 2.0 * macs
 
 

@@ -111,13 +111,15 @@ def test_flops_per_pixel_paper_numbers() -> None:
 
 
 @pytest.mark.parametrize("width", [0.0625, 0.125])
-def test_flops_analytic_matches_counted(width: float) -> None:
-    g = DeepZGenerator(DeepZConfig(width=width))
+@pytest.mark.parametrize("dpm_film", [False, True])
+def test_flops_analytic_matches_counted(width: float, dpm_film: bool) -> None:
+    cfg = DeepZConfig(width=width, dpm_film=dpm_film)
+    g = DeepZGenerator(cfg)
     x = torch.randn(1, 2, 32, 48)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         g(x)
     counted = counter.get_total_flops() / (32 * 48)
-    assert counted == pytest.approx(generator_flops_per_pixel(width), rel=1e-9)
+    assert counted == pytest.approx(generator_flops_per_pixel(config=cfg), rel=1e-9)
 
 
 def test_channels_last_matches_and_bf16_autocast_runs(tiny: DeepZGenerator) -> None:
