@@ -611,6 +611,35 @@ def test_far_input_draws_put_the_input_far_from_the_targeted_focus(data) -> None
         SamplingConfig(far_input_fraction=-0.1)
 
 
+def test_mirror_target_draws_put_the_target_at_the_focus_mirrored_about_the_input(data) -> None:
+    base = SamplingConfig(crop=16, jitter_px=4, centred_fraction=1.0, focus_target_fraction=0.0)
+    mirrored = FocusSampler(data, dataclasses.replace(base, mirror_target_fraction=1.0))
+    plain = FocusSampler(data, base)
+    z = data.fields[0].z_um
+    step = float(np.median(np.diff(z)))
+    hits = {"plain": 0, "mirrored": 0}
+    inside = 0
+    for name, sampler in (("plain", plain), ("mirrored", mirrored)):
+        rng = np.random.default_rng(5)
+        for _ in range(300):
+            ri, y, x, zin, zt, _aug, focused = sampler.item(rng)
+            assert not focused
+            r = sampler.regions[ri]
+            assert r.targets[0] <= zt <= r.targets[1]
+            # the object the crop is centred on: the nearest peak of this region
+            d = (sampler.peak_y - (y + 8)) ** 2 + (sampler.peak_x - (x + 8)) ** 2
+            k = int(np.argmin(np.where(sampler.peak_region == ri, d, np.iinfo(d.dtype).max)))
+            mirror = 2 * z[zin] - z[sampler.peak_focus[k]]
+            if name == "mirrored" and z[r.targets[0]] <= mirror <= z[r.targets[1]]:
+                inside += 1
+            hits[name] += abs(z[zt] - mirror) <= step + 1e-9
+    assert inside > 100
+    assert hits["mirrored"] >= 0.8 * inside and hits["plain"] < 0.5 * hits["mirrored"]
+    assert SamplingConfig().mirror_target_fraction == 0.0  # off by default
+    with pytest.raises(InputError, match="mirror-target-fraction must lie in"):
+        SamplingConfig(mirror_target_fraction=2.0)
+
+
 def test_self_normalised_items_rescale_input_and_target_by_the_input_planes_own_fit(
     data,
 ) -> None:

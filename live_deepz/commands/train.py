@@ -290,6 +290,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the object's focus (more practice at far refocusing; default 0 = uniform input)",
     )
     t.add_argument(
+        "--mirror-target-fraction",
+        type=float,
+        metavar="F",
+        help="fast: fraction of the other object-centred items whose target is the object's "
+        "focus mirrored about the input plane (a ring as wide as the input's, on the other "
+        "side of focus; default 0 = uniform target)",
+    )
+    t.add_argument(
         "--mean-targets",
         action="store_true",
         default=None,
@@ -533,6 +541,7 @@ def run(args: argparse.Namespace) -> int:
                         ("focus_target_fraction", args.focus_target_fraction),
                         ("focus_input_fraction", args.focus_input_fraction),
                         ("far_input_fraction", args.far_input_fraction),
+                        ("mirror_target_fraction", args.mirror_target_fraction),
                         ("self_norm_fraction", args.self_norm_fraction),
                         ("balance", args.balance),
                         ("distinct_planes", args.distinct_planes),
@@ -549,6 +558,7 @@ def run(args: argparse.Namespace) -> int:
                 args.focus_target_fraction,
                 args.focus_input_fraction,
                 args.far_input_fraction,
+                args.mirror_target_fraction,
                 args.self_norm_fraction,
                 args.balance,
                 args.distinct_planes,
@@ -556,8 +566,8 @@ def run(args: argparse.Namespace) -> int:
         ):
             raise InputError(
                 "--centred-fraction/--focus-target-fraction/--focus-input-fraction/"
-                "--far-input-fraction/--self-norm-fraction/--balance/--distinct-planes need "
-                "--recipe fast"
+                "--far-input-fraction/--mirror-target-fraction/--self-norm-fraction/--balance/"
+                "--distinct-planes need --recipe fast"
             )
         pcfg = PairConfig(
             patch=region,

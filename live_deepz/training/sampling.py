@@ -19,6 +19,12 @@ draws each training item afresh from ``(seed, batch number)``:
   among the window's planes at least ``far_input_min_um`` from that focus: more practice at
   refocusing far-defocused objects, where the sign of the defocus is hardest to read;
 * for a centred crop whose target was not focus-targeted, with probability
+  ``mirror_target_fraction`` the target is the plane of the object's focus mirrored about the
+  input plane (± ``focus_window``; uniform when that plane is outside the window): the object
+  is as far from focus there as in the input, on the other side, so the target is a ring as
+  wide as the input's, not a focused object; a network unsure of the side of focus puts a
+  compact spot there, and these pairs price it;
+* for a centred crop whose target was not focus-targeted, with probability
   ``focus_input_fraction`` the *input* is the object's focus plane ± ``focus_window`` (and the
   target uniform): a focused object rendered defocused, the planes away from the sample;
 * with ``distinct_planes`` a Deep-Z target is never the input plane itself: every pair is
@@ -81,6 +87,9 @@ class SamplingConfig:
     before it)."""
     far_input_min_um: float = 5.0
     """Smallest input-to-focus distance of a ``far_input_fraction`` item (µm)."""
+    mirror_target_fraction: float = 0.0
+    """Fraction of the centred, not focus-targeted items whose target is the object's focus
+    mirrored about the input plane (0 = uniform, every run before it)."""
     self_norm_fraction: float = 0.0
     """Fraction of items whose input and target are rescaled with the normalisation fitted on
     the input plane itself (:func:`~live_deepz.normalize.fit_normalization`), the way a single
@@ -118,6 +127,7 @@ class SamplingConfig:
             "focus_target_fraction",
             "focus_input_fraction",
             "far_input_fraction",
+            "mirror_target_fraction",
             "self_norm_fraction",
         ):
             v = getattr(self, name)
@@ -261,6 +271,8 @@ class FocusSampler:
                 zf = int(self.peak_focus[k]) + int(rng.integers(-w, w + 1))
                 zin = zf if r.inputs[0] <= zf <= r.inputs[1] else zin
             zt = int(rng.integers(r.targets[0], r.targets[1] + 1))
+            if centred and cfg.mirror_target_fraction and rng.random() < cfg.mirror_target_fraction:
+                zt = self._mirror_target(r, k, zin, rng, zt)
         if cfg.distinct_planes and zt == zin and r.target_field == r.field:
             zt = _other_plane(rng, r.targets, zin, self.peak_focus[k] if focused else None, cfg)
         aug = int(rng.integers(8))
@@ -277,6 +289,19 @@ class FocusSampler:
             if abs(z_in[k] - z_t) >= self.cfg.far_input_min_um
         ]
         return far[int(rng.integers(len(far)))] if far else zin
+
+    def _mirror_target(self, r: Region, k: int, zin: int, rng: np.random.Generator, zt: int) -> int:
+        """The target plane of ``r`` nearest object ``k``'s focus mirrored about input plane
+        ``zin``, ± ``focus_window`` planes (``zt`` unchanged when it is outside the window)."""
+        z_t = self.data.fields[r.target_field].z_um
+        focus = float(z_t[int(self.peak_focus[k])])
+        mirror = 2.0 * float(self.data.fields[r.field].z_um[zin]) - focus
+        nearest = int(np.argmin(np.abs(z_t - mirror)))
+        w = self.cfg.focus_window
+        z = nearest + int(rng.integers(-w, w + 1))
+        step = float(np.median(np.abs(np.diff(z_t)))) if z_t.size > 1 else 0.0
+        inside = r.targets[0] <= z <= r.targets[1]
+        return z if inside and abs(float(z_t[nearest]) - mirror) <= step else zt
 
     def batch(self, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``k`` of ``n`` items: ``(n, 2, P, P)`` inputs and ``(n, 1, P, P)`` targets."""
