@@ -123,7 +123,8 @@ class DeepZConfig:
     residual: bool = False
     """Global residual: ``out = input[:, :out_channels] + head(...)``, head zero-initialised."""
     dpm_film: bool = False
-    """Scale and shift every level's features by a function of the DPM (``DpmModulation``)."""
+    """Scale and shift the features of every level below full resolution by a function of the
+    DPM, the last input channel (``DpmModulation``)."""
 
     @classmethod
     def from_architecture(cls, arch: dict[str, Any]) -> DeepZConfig:
@@ -141,6 +142,10 @@ class DeepZConfig:
             raise ValueError(f"DeepZConfig.width must be > 0, got {self.width}")
         if self.in_channels < 1 or self.out_channels < 1:
             raise ValueError("DeepZConfig in_channels and out_channels must be >= 1")
+        if self.dpm_film and self.in_channels < 2:
+            raise ValueError(
+                "a DPM-modulated generator needs a DPM input channel (in_channels >= 2)"
+            )
         if self.residual and self.out_channels > self.in_channels:
             raise ValueError("a residual generator needs out_channels <= in_channels")
         if self.in_channels > self.down_b[0]:
@@ -240,8 +245,8 @@ class DeepZGenerator(nn.Module):
         self.down_film = nn.ModuleList(DpmModulation(c) for c in b[1:]) if film else None
         self.up_film = nn.ModuleList(DpmModulation(c) for c in d[1:]) if film else None
         _init_weights(self)
-        for film in (*(self.down_film or ()), *(self.up_film or ())):
-            film.zero_()  # start as the plain network
+        for modulation in (*(self.down_film or ()), *(self.up_film or ())):
+            modulation.zero_()  # start as the plain network
         if config.residual:  # start as the identity: the net learns the change of focus
             nn.init.zeros_(self.head.weight)
             if self.head.bias is not None:

@@ -113,6 +113,8 @@ def test_dpm_modulated_generator_starts_as_its_plain_twin_and_then_uses_the_dpm(
         changed_far = film(x_far) - plain(x_far)
     assert changed.abs().max() > 1e-4
     assert not torch.allclose(changed, changed_far, atol=1e-5)
+    with pytest.raises(ValueError, match="DPM input channel"):
+        DeepZConfig(width=0.0625, in_channels=1, dpm_film=True)
 
 
 def test_dpm_modulation_warm_starts_from_a_plain_model_and_is_recorded(data, tmp_path) -> None:

@@ -260,7 +260,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--dpm-film",
         action="store_true",
-        help="scale and shift every level's features by the DPM (FiLM; off by default); "
+        help="scale and shift the features of every level below full resolution by the DPM "
+        "(FiLM; off by default); "
         "with --init a plain model, the modulation is added as the identity",
     )
     t.add_argument(

@@ -205,7 +205,8 @@ class TrainConfig:
     residual: bool = False
     """Global-residual generator (``DeepZConfig.residual``)."""
     dpm_film: bool = False
-    """Every level's features scaled and shifted by the DPM (``DeepZConfig.dpm_film``); with
+    """The features of every level below full resolution scaled and shifted by the DPM
+    (``DeepZConfig.dpm_film``); with
     ``init_from`` a plain model, the modulation is added as the identity."""
     loss: str = "l1"
     """Generator reconstruction loss: ``l1`` (the paper's MAE) or ``mse``."""
