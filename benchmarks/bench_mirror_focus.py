@@ -38,11 +38,6 @@ def peak_above_median(s: np.ndarray, r: int, c: int) -> float:
     return float(s[r - 1 : r + 2, c - 1 : c + 2].max() - np.median(s))
 
 
-def bead_peak(img: np.ndarray, r: int, c: int) -> float:
-    """Peak of the σ = 1 px smoothed image in the 3×3 px around (r, c), above its median."""
-    return peak_above_median(smoothed(img), r, c)
-
-
 def isolated_beads(truth: dict[str, Any], shape: tuple[int, int], min_gap_px: float = 12.0) -> Any:
     """``(rows, cols, focus_z_um)`` of in-field beads ≥ 20 px from the border and more than
     ``min_gap_px`` from any other bead (:func:`~live_deepz.analysis.evaluation.isolated_mask`)."""

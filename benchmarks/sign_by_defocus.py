@@ -20,22 +20,23 @@ BINS_UM = ((1.5, 3.0), (3.0, 6.0), (6.0, 10.0))
 
 def sign_by_bin(report: dict[str, Any]) -> list[tuple[float, float, float, int]]:
     """``(lo, hi, right-sign fraction, beads)`` per bin of |true focus - input plane|; a bead
-    the model found no peak for counts as wrong."""
+    the model found no peak for counts as wrong (the eval's own rule, ``right_side``)."""
+    from live_deepz.analysis.evaluation import right_side
+
     per_bead = report["samples"]["beads"]["beads"]["per_bead"]
     focus = np.asarray(per_bead["focus_z_um"], dtype=float)
-    true_dz, found_dz = [], []
+    true_dz, right = [np.zeros(0)], [np.zeros(0)]
     for offset, entry in per_bead["model"].items():
         z0 = float(offset)
-        peaks = [np.nan if v is None else float(v) for v in entry["peak_z_um"]]
-        true_dz.extend(focus - z0)
-        found_dz.extend(np.asarray(peaks) - z0)
-    t, f = np.asarray(true_dz), np.asarray(found_dz)
+        peaks = np.asarray([np.nan if v is None else v for v in entry["peak_z_um"]], dtype=float)
+        true_dz.append(focus - z0)
+        right.append(right_side(peaks, z0, focus - z0))
+    t, ok = np.concatenate(true_dz), np.concatenate(right)
     rows = []
     for lo, hi in BINS_UM:
         inside = (np.abs(t) >= lo) & (np.abs(t) < hi)
-        right = np.isfinite(f[inside]) & (np.sign(f[inside]) == np.sign(t[inside]))
         n = int(inside.sum())
-        rows.append((lo, hi, float(right.mean()) if n else float("nan"), n))
+        rows.append((lo, hi, float(ok[inside].mean()) if n else float("nan"), n))
     return rows
 
 

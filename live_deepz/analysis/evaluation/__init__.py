@@ -33,6 +33,7 @@ from ._run import (
     evaluate,
     evaluate_stack,
     parse_sample_list,
+    right_side,
     sample_for,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "parse_sample_list",
     "pearson",
     "quadratic_peak",
+    "right_side",
     "rmse",
     "robust_summary",
     "sample_for",

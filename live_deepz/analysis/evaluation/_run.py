@@ -607,7 +607,7 @@ def _beads(
     lat_per, ax_per, in_lat_per = {}, {}, {}
     defocus_all: list[np.ndarray] = []
     signed_err: list[np.ndarray] = []
-    right_side: list[np.ndarray] = []
+    right_sides: list[np.ndarray] = []
     for z0 in cfg.bead_offsets_um:
         dz = np.round(z_grid - z0, 6)
         keep = (dz >= lo - 1e-6) & (dz <= hi + 1e-6) & (np.abs(dz) <= cfg.bead_search_um + 1e-6)
@@ -634,7 +634,7 @@ def _beads(
         defocus = truth.focus_z_um - z0
         defocus_all.append(defocus)
         signed_err.append(err)
-        right_side.append(_right_side(zp, z0, defocus))
+        right_sides.append(right_side(zp, z0, defocus))
         k = _key(z0)
         lat_per[k] = robust_summary(lat)
         ax_per[k] = robust_summary(ax)
@@ -649,7 +649,7 @@ def _beads(
                 "median_abs_error_um": s["median"],
                 "p90_abs_error_um": s["p90"],
                 "mean_error_um": robust_summary(err)["mean"],
-                "sign": _sign_summary(right_side[-1]),
+                "sign": _sign_summary(right_sides[-1]),
             }
         )
         per_bead["model"][k] = {
@@ -702,13 +702,13 @@ def _beads(
     serr = np.concatenate(signed_err) if signed_err else np.zeros(0)
     rep["localisation"]["per_defocus_bin"] = _defocus_bins(np.abs(defo), serr)
     rep["localisation"]["sign"] = _sign_summary(
-        np.concatenate(right_side) if right_side else np.zeros(0)
+        np.concatenate(right_sides) if right_sides else np.zeros(0)
     )
     rep["per_bead"] = per_bead
     return rep
 
 
-def _right_side(zp: np.ndarray, z0: float, defocus: np.ndarray) -> np.ndarray:
+def right_side(zp: np.ndarray, z0: float, defocus: np.ndarray) -> np.ndarray:
     """Per bead: 1.0 when the localised depth lies on the true side of the input plane,
     0.0 when not (or not localised), NaN for beads nearer than ``SIGN_MIN_DEFOCUS_UM``."""
     out = np.full(defocus.shape, np.nan)
