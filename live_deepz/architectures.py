@@ -177,7 +177,7 @@ def _register_deepz_unet() -> None:
             v = arch.get(key, 1)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 return key, f"must be a positive integer, got {arch[key]!r}"
-        for key in ("residual", "dpm_film"):
+        for key in ("residual", "dpm_film", "disk_features"):
             if key in arch and not isinstance(arch[key], bool):
                 return key, f"must be true or false, got {arch[key]!r}"
         return None
@@ -195,6 +195,8 @@ def _register_deepz_unet() -> None:
             arch["residual"] = True
         if cfg.dpm_film:
             arch["dpm_film"] = True
+        if cfg.disk_features:
+            arch["disk_features"] = True
         return arch
 
     register_architecture(

@@ -649,6 +649,7 @@ def model_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         training_steps=card.training.get("steps"),
         residual=bool(card.architecture.get("residual", False)),
         dpm_film=bool(card.architecture.get("dpm_film", False)),
+        disk_features=bool(card.architecture.get("disk_features", False)),
         recipe=card.training.get("recipe"),
     )
     note = training_warning(card)

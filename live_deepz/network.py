@@ -45,6 +45,15 @@ The last 1x1 conv starts at zero, so a modulated network starts as its plain twi
 warm-started from a plain model file. The DPM is the last input channel. Level 1 is left
 out: at full resolution the modulation cost 25 % more time per training step, below it 0-7 %
 (width 0.25, 96 px crops, one CPU thread).
+
+**Defocus-disk features** (``DeepZConfig.disk_features``, not in the paper): a bead 6-10 µm
+out of focus spreads its light over a disk 13-29 px in radius (20x/0.75, 0.325 µm pixels),
+below the camera noise per pixel. With this option the image, averaged 2x2, is also filtered
+by a fixed bank of centre-surround disks (``DefocusDiskBank``: the mean inside radius ``r``
+minus the mean of the ring ``r .. 1.5 r``, for ``r`` = 8-30 px at full resolution), the
+matched filters of such disks; a 3x3 conv, zero at start, adds their responses to level 2's
+first convolution. The filters are computed, not stored, so the model file holds only the
+learned weights, and a plain model can be warm-started (the option is the identity at start).
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ __all__ = [
     "SIZE_MULTIPLE",
     "DeepZConfig",
     "DeepZGenerator",
+    "DefocusDiskBank",
     "Discriminator",
     "DiscriminatorConfig",
     "DpmModulation",
@@ -125,6 +135,9 @@ class DeepZConfig:
     dpm_film: bool = False
     """Scale and shift the features of every level below full resolution by a function of the
     DPM, the last input channel (``DpmModulation``)."""
+    disk_features: bool = False
+    """Add the responses of fixed defocus-disk filters of the image to level 2
+    (``DefocusDiskBank``)."""
 
     @classmethod
     def from_architecture(cls, arch: dict[str, Any]) -> DeepZConfig:
@@ -135,6 +148,7 @@ class DeepZConfig:
             out_channels=int(arch.get("out_channels", 1)),
             residual=bool(arch.get("residual", False)),
             dpm_film=bool(arch.get("dpm_film", False)),
+            disk_features=bool(arch.get("disk_features", False)),
         )
 
     def __post_init__(self) -> None:
@@ -172,7 +186,8 @@ class DeepZConfig:
 
 
 class DownBlock(nn.Module):
-    """``x_{k+1} = pad_c(x_k) + ReLU(conv_b(ReLU(conv_a(x_k))))`` (residual, same size)."""
+    """``x_{k+1} = pad_c(x_k) + ReLU(conv_b(ReLU(conv_a(x_k) + extra)))`` (residual, same
+    size; ``extra``, optional, is added before the first activation)."""
 
     def __init__(self, c_in: int, c_a: int, c_b: int) -> None:
         super().__init__()
@@ -181,8 +196,9 @@ class DownBlock(nn.Module):
         self.conv_b = _conv3x3(c_a, c_b)
         self.extra_channels = c_b - c_in
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.conv_b(F.relu(self.conv_a(x))))
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.conv_a(x)
+        h = F.relu(self.conv_b(F.relu(a if extra is None else a + extra)))
         # zero-pad the residual's channel dim: (N, c_in, H, W) -> (N, c_b, H, W)
         residual = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
         return residual + h
@@ -226,6 +242,46 @@ class DpmModulation(nn.Module):
         return h * (1 + gain) + bias
 
 
+class DefocusDiskBank(nn.Module):
+    """Fixed centre-surround disk filters of the image at half resolution.
+
+    ``(N, 1, H, W)`` -> ``(N, K, H/2, W/2)``: the image averaged 2x2, then filtered by, per
+    radius ``r`` in ``RADII_HALF_PX``, the mean inside ``r`` minus the mean of the ring
+    ``r .. 1.5 r`` (zero sum, scaled to unit L2 norm). Not trained, not saved.
+    """
+
+    RADII_HALF_PX = (4.0, 6.0, 8.0, 11.0, 15.0)
+    SURROUND = 1.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        half = math.ceil(self.SURROUND * max(self.RADII_HALF_PX))
+        # computed on the CPU even inside a ``torch.device("meta")`` context (as load_model
+        # builds networks): a non-persistent buffer is not in the file to be assigned later
+        axis = torch.arange(-half, half + 1.0, device="cpu")
+        yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+        rho = torch.hypot(yy, xx)
+        bank = []
+        for r in self.RADII_HALF_PX:
+            inner = (rho <= r).float()
+            ring = ((rho > r) & (rho <= self.SURROUND * r)).float()
+            k = inner / inner.sum() - ring / ring.sum()
+            bank.append(k / k.norm())
+        self.pad_px = half
+        self.bank: torch.Tensor
+        self.register_buffer("bank", torch.stack(bank)[:, None], persistent=False)
+
+    @property
+    def channels(self) -> int:
+        return len(self.RADII_HALF_PX)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        small = F.avg_pool2d(image, 2)  # (N, 1, H/2, W/2)
+        p = self.pad_px
+        padded = F.pad(small, (p, p, p, p), mode="replicate")
+        return F.conv2d(padded, self.bank.to(padded.dtype))  # (N, K, H/2, W/2)
+
+
 class DeepZGenerator(nn.Module):
     """Deep-Z U-Net: ``(N, 2, H, W)`` ``[image, dpm / dpm_scale]`` -> ``(N, 1, H, W)``."""
 
@@ -244,7 +300,14 @@ class DeepZGenerator(nn.Module):
         film = config.dpm_film
         self.down_film = nn.ModuleList(DpmModulation(c) for c in b[1:]) if film else None
         self.up_film = nn.ModuleList(DpmModulation(c) for c in d[1:]) if film else None
+        # defocus-disk responses -> level 2's first conv (added before its activation)
+        self.disks = DefocusDiskBank() if config.disk_features else None
+        self.disk_in = _conv3x3(self.disks.channels, a[1]) if self.disks is not None else None
         _init_weights(self)
+        if self.disk_in is not None:  # start as the plain network
+            nn.init.zeros_(self.disk_in.weight)
+            if self.disk_in.bias is not None:
+                nn.init.zeros_(self.disk_in.bias)
         for modulation in (*(self.down_film or ()), *(self.up_film or ())):
             modulation.zero_()  # start as the plain network
         if config.residual:  # start as the identity: the net learns the change of focus
@@ -263,12 +326,15 @@ class DeepZGenerator(nn.Module):
         dpms = [x[:, -1:]] if self.down_film is not None else []
         for _ in range(4 if dpms else 0):
             dpms.append(F.avg_pool2d(dpms[-1], 2))
+        disk = None
+        if self.disks is not None and self.disk_in is not None:  # (N, a_2, H'/2, W'/2)
+            disk = self.disk_in(self.disks(x[:, :1]))
 
         skips = []  # x_2 .. x_5 at H', H'/2, H'/4, H'/8
         for k, block in enumerate(self.down):
             if k > 0:
                 x = F.max_pool2d(x, 2)
-            x = block(x)
+            x = block(x, disk if k == 1 else None)
             if self.down_film is not None and k > 0:
                 x = self.down_film[k - 1](x, dpms[k])
             skips.append(x)
@@ -306,6 +372,10 @@ def generator_flops_per_pixel(width: float = 1.0, config: DeepZConfig | None = N
         h = DpmModulation.HIDDEN
         macs += sum((h + h * 2 * ch) / 4**k for k, ch in enumerate(b[1:], start=1))
         macs += sum((h + h * 2 * ch) / 4**k for k, ch in enumerate(d[1:], start=1))
+    if cfg.disk_features:  # the fixed disk bank and the 3x3 conv into level 2, at H/2
+        n_disk = len(DefocusDiskBank.RADII_HALF_PX)
+        side = 2 * math.ceil(DefocusDiskBank.SURROUND * max(DefocusDiskBank.RADII_HALF_PX)) + 1
+        macs += (n_disk * side * side + 9 * n_disk * a[1]) / 4
     return 2.0 * macs
 
 

@@ -111,9 +111,9 @@ def test_flops_per_pixel_paper_numbers() -> None:
 
 
 @pytest.mark.parametrize("width", [0.0625, 0.125])
-@pytest.mark.parametrize("dpm_film", [False, True])
-def test_flops_analytic_matches_counted(width: float, dpm_film: bool) -> None:
-    cfg = DeepZConfig(width=width, dpm_film=dpm_film)
+@pytest.mark.parametrize("option", [None, "dpm_film", "disk_features"])
+def test_flops_analytic_matches_counted(width: float, option: str | None) -> None:
+    cfg = DeepZConfig(width=width, **({option: True} if option else {}))
     g = DeepZGenerator(cfg)
     x = torch.randn(1, 2, 32, 48)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

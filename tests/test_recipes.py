@@ -23,7 +23,7 @@ from live_deepz.modelfile import (
     load_model,
     model_summary,
 )
-from live_deepz.network import DeepZConfig, DeepZGenerator
+from live_deepz.network import DeepZConfig, DeepZGenerator, DefocusDiskBank
 from live_deepz.training import FocusSampler, SamplingConfig, recipe
 from live_deepz.training.pairs import FieldStack, PairConfig, PairData, build_pairs
 from live_deepz.training.trainer import TrainConfig, Trainer, load_checkpoint_tensors, train
@@ -117,23 +117,62 @@ def test_dpm_modulated_generator_starts_as_its_plain_twin_and_then_uses_the_dpm(
         DeepZConfig(width=0.0625, in_channels=1, dpm_film=True)
 
 
-def test_dpm_modulation_warm_starts_from_a_plain_model_and_is_recorded(data, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("option", "flag"), [("dpm_film", "--dpm-film"), ("disk_features", "--disk-features")]
+)
+def test_an_option_warm_starts_from_a_plain_model_and_is_recorded(
+    data, tmp_path, option: str, flag: str
+) -> None:
     cfg = dataclasses.replace(TINY_FAST, pretrain_steps=2, min_useful_steps=1)
     train(data, cfg, tmp_path / "plain")
     plain = load_model(tmp_path / "plain")
-    film_cfg = dataclasses.replace(cfg, dpm_film=True, init_from=str(tmp_path / "plain"))
-    train(data, dataclasses.replace(film_cfg, lr_g=0.0), tmp_path / "film")
-    film = load_model(tmp_path / "film")
-    assert film.card.architecture["dpm_film"] is True and film.generator.config.dpm_film
-    assert "dpm_film" in film.card.training["init_from"]["added"]
+    new_cfg = dataclasses.replace(cfg, init_from=str(tmp_path / "plain"), **{option: True})
+    train(data, dataclasses.replace(new_cfg, lr_g=0.0), tmp_path / "new")
+    new = load_model(tmp_path / "new")
+    assert new.card.architecture[option] is True and getattr(new.generator.config, option)
+    assert option in new.card.training["init_from"]["added"]
     x = torch.rand(1, 2, 32, 32)
-    with torch.no_grad():  # lr 0: the modulated model is still its plain start
-        assert torch.equal(film.generator(x), plain.generator(x))
-    assert "dpm_film" not in plain.card.architecture  # absent = plain (older files)
-    # a modulated start needs a modulated run
-    with pytest.raises(InputError, match="--dpm-film"):
-        train(data, dataclasses.replace(cfg, init_from=str(tmp_path / "film")), tmp_path / "x")
+    with torch.no_grad():  # lr 0: the new model is still its plain start
+        assert torch.equal(new.generator(x), plain.generator(x))
+    assert option not in plain.card.architecture  # absent = plain (older files)
+    # a start with the option needs a run with it
+    with pytest.raises(InputError, match=flag):
+        train(data, dataclasses.replace(cfg, init_from=str(tmp_path / "new")), tmp_path / "x")
     assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# the defocus-disk features
+
+
+def test_disk_bank_filters_are_zero_sum_and_pick_the_radius_of_a_disk() -> None:
+    bank = DefocusDiskBank()
+    assert torch.allclose(bank.bank.sum(dim=(1, 2, 3)), torch.zeros(bank.channels), atol=1e-5)
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    for k, r_half in enumerate(bank.RADII_HALF_PX):
+        # a defocused bead: a uniform disk of radius 2 r (full resolution) on a flat field
+        disk = ((yy - 64) ** 2 + (xx - 64) ** 2 <= (2 * r_half) ** 2).float() + 1.0
+        with torch.no_grad():
+            centre = bank(disk[None, None])[0, :, 32, 32]
+        assert int(centre.argmax()) == k
+    assert not any(
+        "bank" in key
+        for key in DeepZGenerator(DeepZConfig(width=0.0625, disk_features=True)).state_dict()
+    )
+
+
+def test_disk_features_start_as_the_plain_twin_and_then_see_a_defocused_disk() -> None:
+    torch.manual_seed(0)
+    plain = DeepZGenerator(DeepZConfig(width=0.0625, residual=True)).eval()
+    torch.nn.init.normal_(plain.head.weight, std=0.1)
+    disks = DeepZGenerator(DeepZConfig(width=0.0625, residual=True, disk_features=True)).eval()
+    disks.load_state_dict({**disks.state_dict(), **plain.state_dict()})
+    x = torch.rand(1, 2, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(disks(x), plain(x))
+        assert disks.disk_in is not None
+        torch.nn.init.normal_(disks.disk_in.weight, std=0.5)
+        assert (disks(x) - plain(x)).abs().max() > 1e-4
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def _text(row: dict[str, Any]) -> str:
         f"    network:    deepz-unet width {row['width']:g}"
         + (", global residual" if row.get("residual") else "")
         + (", DPM-modulated levels" if row.get("dpm_film") else "")
+        + (", defocus-disk features" if row.get("disk_features") else "")
         + f", {row['parameters'] / 1e6:.2f} M parameters"
         + (f" (recipe {row['recipe']})" if row.get("recipe") else ""),
         f"    z range:    {z0:+g} .. {z1:+g} um (DPM scale {row['dpm_scale_um']:g} um)",

@@ -265,6 +265,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with --init a plain model, the modulation is added as the identity",
     )
     t.add_argument(
+        "--disk-features",
+        action="store_true",
+        help="add the responses of fixed defocus-disk filters of the image (radii 8-30 px) "
+        "to the second level (off by default); with --init a model without them, they are "
+        "added as the identity",
+    )
+    t.add_argument(
         "--centred-fraction",
         type=float,
         help="fast: fraction of crops centred on an object (default 0.8)",
@@ -449,8 +456,12 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "arch", "deepz-unet") == "wfcon3d":
         if args.init is not None:
             raise InputError("--init fine-tunes Deep-Z models; it is not available for wfcon3d")
-        if args.dpm_film:
-            raise InputError("--dpm-film is a Deep-Z U-Net option; it is not available for wfcon3d")
+        for flag in ("dpm_film", "disk_features"):
+            if getattr(args, flag):
+                name = "--" + flag.replace("_", "-")
+                raise InputError(
+                    f"{name} is a Deep-Z U-Net option; it is not available for wfcon3d"
+                )
         from .train_wfcon import run_wfcon
 
         return run_wfcon(args)
@@ -600,6 +611,7 @@ def run(args: argparse.Namespace) -> int:
             recipe=rec.name,
             residual=pick(args.residual, rec.residual),
             dpm_film=args.dpm_film,
+            disk_features=args.disk_features,
             loss=pick(args.loss, rec.loss),
             lr_schedule=pick(args.lr_schedule, rec.lr_schedule),
             warmup_steps=rec.warmup_steps,
@@ -668,6 +680,7 @@ def run(args: argparse.Namespace) -> int:
             f"training (recipe {rec.name}): width {tcfg.width}"
             + (" residual" if tcfg.residual else "")
             + (", DPM-modulated levels" if tcfg.dpm_film else "")
+            + (", defocus-disk features" if tcfg.disk_features else "")
             + f", {phases}, batch {tcfg.batch_size}, patch {patch}"
             + (f" inside {region} px regions" if region != patch else "")
             + f", lr {tcfg.lr_g:g} {tcfg.lr_schedule}{budget}, device {device}"

@@ -102,6 +102,7 @@ _RESUME_KEYS = (
     "width",
     "residual",
     "dpm_film",
+    "disk_features",
     "loss",
     "lr_schedule",
     "warmup_steps",
@@ -131,6 +132,7 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "fg_weight": 0.0,
     "residual": False,
     "dpm_film": False,
+    "disk_features": False,
     "loss": "l1",
     "lr_schedule": "constant",
     "warmup_steps": 0,
@@ -208,6 +210,9 @@ class TrainConfig:
     """The features of every level below full resolution scaled and shifted by the DPM
     (``DeepZConfig.dpm_film``); with
     ``init_from`` a plain model, the modulation is added as the identity."""
+    disk_features: bool = False
+    """Fixed defocus-disk filter responses added to level 2 (``DeepZConfig.disk_features``);
+    with ``init_from`` a model without them, they are added as the identity."""
     loss: str = "l1"
     """Generator reconstruction loss: ``l1`` (the paper's MAE) or ``mse``."""
     lr_schedule: str = "constant"
@@ -271,6 +276,8 @@ class TrainConfig:
             arch["residual"] = True
         if self.dpm_film:
             arch["dpm_film"] = True
+        if self.disk_features:
+            arch["disk_features"] = True
         return arch
 
     def __post_init__(self) -> None:
@@ -672,13 +679,15 @@ class Trainer:
                 f"differs from this run's {scale:g} um"
             )
         start = init.generator.state_dict()
-        added = self.cfg.dpm_film and not init.card.architecture.get("dpm_film", False)
-        if added:  # a plain start: its twin with the identity modulation
+        added = []  # options this run adds to its start, each the identity at first
+        for option, flag in (("dpm_film", "--dpm-film"), ("disk_features", "--disk-features")):
+            has = bool(init.card.architecture.get(option, False))
+            if getattr(self.cfg, option) and not has:
+                added.append(f"{option} (identity at start)")
+            elif has and not getattr(self.cfg, option):
+                raise InputError(f"--init {self.cfg.init_from} was trained with {flag}; add it")
+        if added:  # the start's weights over its twin's identity-initialised additions
             start = {**g.state_dict(), **start}
-        elif init.card.architecture.get("dpm_film", False) and not self.cfg.dpm_film:
-            raise InputError(
-                f"--init {self.cfg.init_from} modulates its levels by the DPM; add --dpm-film"
-            )
         g.load_state_dict(start)
         parent = init.card.training.get("init_from")
         steps = init.card.training.get("steps")
@@ -690,7 +699,7 @@ class Trainer:
             "command": init.card.training.get("command"),
             # the whole chain of warm restarts: the start's own start, and all their steps
             "init_from": parent,
-            **({"added": "dpm_film (identity at start)"} if added else {}),
+            **({"added": ", ".join(added)} if added else {}),
             "total_steps": (steps if isinstance(steps, int) else 0) + _chain_steps(parent),
         }
 
