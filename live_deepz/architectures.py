@@ -180,6 +180,9 @@ def _register_deepz_unet() -> None:
         for key in ("residual", "dpm_film", "disk_features"):
             if key in arch and not isinstance(arch[key], bool):
                 return key, f"must be true or false, got {arch[key]!r}"
+        g = arch.get("disk_gain", 1.0)
+        if not is_number(g) or not float("-inf") < g < float("inf") or g <= 0:
+            return "disk_gain", f"must be a positive number, got {g!r}"
         return None
 
     def describe(module: nn.Module) -> dict[str, Any] | None:
@@ -197,6 +200,7 @@ def _register_deepz_unet() -> None:
             arch["dpm_film"] = True
         if cfg.disk_features:
             arch["disk_features"] = True
+            arch["disk_gain"] = cfg.disk_gain
         return arch
 
     register_architecture(

@@ -51,9 +51,10 @@ out of focus spreads its light over a disk 13-29 px in radius (20x/0.75, 0.325 Â
 below the camera noise per pixel. With this option the image, averaged 2x2, is also filtered
 by a fixed bank of centre-surround disks (``DefocusDiskBank``: the mean inside radius ``r``
 minus the mean of the ring ``r .. 1.5 r``, for ``r`` = 8-30 px at full resolution), the
-matched filters of such disks; a 3x3 conv, zero at start, adds their responses to level 2's
-first convolution. The filters are computed, not stored, so the model file holds only the
-learned weights, and a plain model can be warm-started (the option is the identity at start).
+matched filters of such disks; a 3x3 conv, zero at start, adds their responses, times a fixed
+``disk_gain``, to level 2's first convolution. The filters are computed, not stored, so the
+model file holds only the learned weights, and a plain model can be warm-started (the option
+is the identity at start).
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ class DeepZConfig:
     disk_features: bool = False
     """Add the responses of fixed defocus-disk filters of the image to level 2
     (``DefocusDiskBank``)."""
+    disk_gain: float = 1.0
+    """Fixed factor on the disk responses before their (learned) conv; the responses of a
+    normalised image are ~30x smaller than level 2's activations."""
 
     @classmethod
     def from_architecture(cls, arch: dict[str, Any]) -> DeepZConfig:
@@ -149,6 +153,7 @@ class DeepZConfig:
             residual=bool(arch.get("residual", False)),
             dpm_film=bool(arch.get("dpm_film", False)),
             disk_features=bool(arch.get("disk_features", False)),
+            disk_gain=float(arch.get("disk_gain", 1.0)),
         )
 
     def __post_init__(self) -> None:
@@ -160,6 +165,8 @@ class DeepZConfig:
             raise ValueError(
                 "a DPM-modulated generator needs a DPM input channel (in_channels >= 2)"
             )
+        if not (math.isfinite(self.disk_gain) and self.disk_gain > 0):
+            raise ValueError(f"DeepZConfig.disk_gain must be > 0, got {self.disk_gain}")
         if self.residual and self.out_channels > self.in_channels:
             raise ValueError("a residual generator needs out_channels <= in_channels")
         if self.in_channels > self.down_b[0]:
@@ -328,7 +335,7 @@ class DeepZGenerator(nn.Module):
             dpms.append(F.avg_pool2d(dpms[-1], 2))
         disk = None
         if self.disks is not None and self.disk_in is not None:  # (N, a_2, H'/2, W'/2)
-            disk = self.disk_in(self.disks(x[:, :1]))
+            disk = self.disk_in(self.disks(x[:, :1]) * self.config.disk_gain)
 
         skips = []  # x_2 .. x_5 at H', H'/2, H'/4, H'/8
         for k, block in enumerate(self.down):

@@ -15,6 +15,7 @@ from _training_data import (
     synth_stack,
 )
 
+from live_deepz.architectures import architecture_of
 from live_deepz.errors import InputError
 from live_deepz.modelfile import (
     UnfinishedModelWarning,
@@ -173,6 +174,16 @@ def test_disk_features_start_as_the_plain_twin_and_then_see_a_defocused_disk() -
         assert disks.disk_in is not None
         torch.nn.init.normal_(disks.disk_in.weight, std=0.5)
         assert (disks(x) - plain(x)).abs().max() > 1e-4
+    # the gain is part of the architecture: recorded, rebuilt, and checked
+    arch = architecture_of(
+        DeepZGenerator(DeepZConfig(width=0.0625, disk_features=True, disk_gain=8.0))
+    )
+    assert arch["disk_gain"] == 8.0
+    assert DeepZConfig.from_architecture(arch).disk_gain == 8.0
+    older = {k: v for k, v in arch.items() if k != "disk_gain"}  # files before the gain
+    assert DeepZConfig.from_architecture(older).disk_gain == 1.0
+    with pytest.raises(ValueError, match="disk_gain"):
+        DeepZConfig(width=0.0625, disk_features=True, disk_gain=0.0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -538,6 +549,8 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         "weights its losses with --alpha": [*base, "--recipe", "paper", "--adv-weight", "1"],
         "--adv-weight must be > 0": [*base, "--gan-steps", "1", "--adv-weight", "0"],
         "add --gan-steps N": [*base, "--steps", "2", "--disc-conditional"],
+        "add --disk-features": [*base, "--steps", "1", "--disk-gain", "8"],
+        "--disk-gain must be > 0": [*base, "--steps", "1", "--disk-features", "--disk-gain", "0"],
         "more than --pretrain-steps": [
             *base,
             "--recipe",

@@ -272,6 +272,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "added as the identity",
     )
     t.add_argument(
+        "--disk-gain",
+        type=float,
+        default=None,
+        metavar="G",
+        help="with --disk-features: fixed factor on the disk responses, which are ~30x smaller "
+        "than the second level's activations on normalised images (default 32)",
+    )
+    t.add_argument(
         "--centred-fraction",
         type=float,
         help="fast: fraction of crops centred on an object (default 0.8)",
@@ -443,6 +451,16 @@ def _command_line() -> str:
     return shlex.join([prog, *sys.argv[1:]])
 
 
+DEFAULT_DISK_GAIN = 32.0
+
+
+def _disk_gain(args: argparse.Namespace) -> float:
+    """``--disk-gain``, which only means something with ``--disk-features``."""
+    if args.disk_gain is not None and not args.disk_features:
+        raise InputError("--disk-gain sets the gain of --disk-features; add --disk-features")
+    return DEFAULT_DISK_GAIN if args.disk_gain is None else float(args.disk_gain)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..model_home import model_output_folder
 
@@ -612,6 +630,7 @@ def run(args: argparse.Namespace) -> int:
             residual=pick(args.residual, rec.residual),
             dpm_film=args.dpm_film,
             disk_features=args.disk_features,
+            disk_gain=_disk_gain(args),
             loss=pick(args.loss, rec.loss),
             lr_schedule=pick(args.lr_schedule, rec.lr_schedule),
             warmup_steps=rec.warmup_steps,

@@ -103,6 +103,7 @@ _RESUME_KEYS = (
     "residual",
     "dpm_film",
     "disk_features",
+    "disk_gain",
     "loss",
     "lr_schedule",
     "warmup_steps",
@@ -133,6 +134,7 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "residual": False,
     "dpm_film": False,
     "disk_features": False,
+    "disk_gain": 1.0,
     "loss": "l1",
     "lr_schedule": "constant",
     "warmup_steps": 0,
@@ -213,6 +215,8 @@ class TrainConfig:
     disk_features: bool = False
     """Fixed defocus-disk filter responses added to level 2 (``DeepZConfig.disk_features``);
     with ``init_from`` a model without them, they are added as the identity."""
+    disk_gain: float = 1.0
+    """Fixed factor on the disk responses (``DeepZConfig.disk_gain``)."""
     loss: str = "l1"
     """Generator reconstruction loss: ``l1`` (the paper's MAE) or ``mse``."""
     lr_schedule: str = "constant"
@@ -278,6 +282,7 @@ class TrainConfig:
             arch["dpm_film"] = True
         if self.disk_features:
             arch["disk_features"] = True
+            arch["disk_gain"] = self.disk_gain
         return arch
 
     def __post_init__(self) -> None:
@@ -294,6 +299,8 @@ class TrainConfig:
             raise InputError(f"--width must be > 0, got {self.width}")
         if not self.fg_weight >= 0:
             raise InputError(f"--fg-weight must be >= 0, got {self.fg_weight}")
+        if not (math.isfinite(self.disk_gain) and self.disk_gain > 0):
+            raise InputError(f"--disk-gain must be > 0, got {self.disk_gain}")
         if self.amp not in ("auto", "on", "off", "bf16", "fp16"):
             raise InputError(f"--amp must be auto, on, off, bf16 or fp16, got {self.amp!r}")
         if self.loss not in LOSSES:
