@@ -140,6 +140,10 @@ def test_an_option_warm_starts_from_a_plain_model_and_is_recorded(
     with pytest.raises(InputError, match=flag):
         train(data, dataclasses.replace(cfg, init_from=str(tmp_path / "new")), tmp_path / "x")
     assert not (tmp_path / "x" / "model.safetensors").exists()
+    if option == "disk_features":  # and the gain its weights were trained with
+        other = dataclasses.replace(new_cfg, init_from=str(tmp_path / "new"), disk_gain=2.0)
+        with pytest.raises(InputError, match="--disk-gain 1"):
+            train(data, other, tmp_path / "x")
 
 
 # ---------------------------------------------------------------------------------------

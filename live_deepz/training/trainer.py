@@ -693,6 +693,13 @@ class Trainer:
                 added.append(f"{option} (identity at start)")
             elif has and not getattr(self.cfg, option):
                 raise InputError(f"--init {self.cfg.init_from} was trained with {flag}; add it")
+        start_disks = bool(init.card.architecture.get("disk_features", False))
+        start_gain = float(init.card.architecture.get("disk_gain", 1.0))
+        if start_disks and self.cfg.disk_features and start_gain != self.cfg.disk_gain:
+            raise InputError(  # its disk weights were learned for its own gain
+                f"--init {self.cfg.init_from} was trained with --disk-gain {start_gain:g}; "
+                f"pass --disk-gain {start_gain:g}"
+            )
         if added:  # the start's weights over its twin's identity-initialised additions
             start = {**g.state_dict(), **start}
         g.load_state_dict(start)
