@@ -259,10 +259,12 @@ class DefocusDiskBank(nn.Module):
 
     RADII_HALF_PX = (4.0, 6.0, 8.0, 11.0, 15.0)
     SURROUND = 1.5
+    PAD_PX = math.ceil(SURROUND * max(RADII_HALF_PX))
+    """Half the filters' side: they are ``2 * PAD_PX + 1`` px square."""
 
     def __init__(self) -> None:
         super().__init__()
-        half = math.ceil(self.SURROUND * max(self.RADII_HALF_PX))
+        half = self.PAD_PX
         # computed on the CPU even inside a ``torch.device("meta")`` context (as load_model
         # builds networks): a non-persistent buffer is not in the file to be assigned later
         axis = torch.arange(-half, half + 1.0, device="cpu")
@@ -274,7 +276,6 @@ class DefocusDiskBank(nn.Module):
             ring = ((rho > r) & (rho <= self.SURROUND * r)).float()
             k = inner / inner.sum() - ring / ring.sum()
             bank.append(k / k.norm())
-        self.pad_px = half
         self.bank: torch.Tensor
         self.register_buffer("bank", torch.stack(bank)[:, None], persistent=False)
 
@@ -284,7 +285,7 @@ class DefocusDiskBank(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         small = F.avg_pool2d(image, 2)  # (N, 1, H/2, W/2)
-        p = self.pad_px
+        p = self.PAD_PX
         padded = F.pad(small, (p, p, p, p), mode="replicate")
         return F.conv2d(padded, self.bank.to(padded.dtype))  # (N, K, H/2, W/2)
 
@@ -381,7 +382,7 @@ def generator_flops_per_pixel(width: float = 1.0, config: DeepZConfig | None = N
         macs += sum((h + h * 2 * ch) / 4**k for k, ch in enumerate(d[1:], start=1))
     if cfg.disk_features:  # the fixed disk bank and the 3x3 conv into level 2, at H/2
         n_disk = len(DefocusDiskBank.RADII_HALF_PX)
-        side = 2 * math.ceil(DefocusDiskBank.SURROUND * max(DefocusDiskBank.RADII_HALF_PX)) + 1
+        side = 2 * DefocusDiskBank.PAD_PX + 1
         macs += (n_disk * side * side + 9 * n_disk * a[1]) / 4
     return 2.0 * macs
 

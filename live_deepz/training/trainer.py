@@ -685,17 +685,20 @@ class Trainer:
                 f"--init {self.cfg.init_from}: its DPM scale {init.card.dpm_scale_um:g} um "
                 f"differs from this run's {scale:g} um"
             )
-        start = init.generator.state_dict()
+        start, start_arch = init.generator.state_dict(), init.card.architecture
         added = []  # options this run adds to its start, each the identity at first
         for option, flag in (("dpm_film", "--dpm-film"), ("disk_features", "--disk-features")):
-            has = bool(init.card.architecture.get(option, False))
+            has = bool(start_arch.get(option, False))
             if getattr(self.cfg, option) and not has:
                 added.append(f"{option} (identity at start)")
             elif has and not getattr(self.cfg, option):
                 raise InputError(f"--init {self.cfg.init_from} was trained with {flag}; add it")
-        start_disks = bool(init.card.architecture.get("disk_features", False))
-        start_gain = float(init.card.architecture.get("disk_gain", 1.0))
-        if start_disks and self.cfg.disk_features and start_gain != self.cfg.disk_gain:
+        start_gain = float(start_arch.get("disk_gain", 1.0))
+        if (
+            start_arch.get("disk_features")
+            and self.cfg.disk_features
+            and start_gain != self.cfg.disk_gain
+        ):
             raise InputError(  # its disk weights were learned for its own gain
                 f"--init {self.cfg.init_from} was trained with --disk-gain {start_gain:g}; "
                 f"pass --disk-gain {start_gain:g}"
