@@ -24,6 +24,7 @@ from live_deepz.training.trainer import (
     gaussian_smoother,
     load_checkpoint_tensors,
     patch_correlation,
+    reconstruction_loss,
     train,
     update_schedule,
     weighted_mae,
@@ -320,6 +321,49 @@ def test_correlation_loss_changes_training_and_is_recorded(data, tmp_path) -> No
         train(data, dataclasses.replace(cfg, pcc_weight=0.0), tmp_path / "pcc", resume=True)
     with pytest.raises(InputError, match="--pcc-weight"):
         TrainConfig(pcc_weight=-0.1)
+
+
+def test_absolute_error_term_drops_a_minority_spot_that_mse_hedges() -> None:
+    # One pixel of 20 targets: 1 in 20 is a focused spot (1.0), the rest background (0.0),
+    # with camera-like noise. The MSE's best constant output is the mean (a 5 % hedge); with
+    # the absolute-error term it moves towards the median, the background.
+    gen = torch.Generator().manual_seed(0)
+    z = 0.05 * torch.randn(20, 1, 4, 4, generator=gen)
+    z[0] += 1.0
+    x = torch.zeros(20, 2, 4, 4)
+
+    def fit(cfg: TrainConfig) -> float:
+        y = torch.zeros(1, 1, 4, 4, requires_grad=True)
+        opt = torch.optim.SGD([y], lr=0.2)
+        for _ in range(400):
+            loss, _ = reconstruction_loss(y.expand_as(z), z, x, cfg, 10.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return float(y.detach().mean())
+
+    mse = TrainConfig(loss="mse")
+    hedge = fit(mse)
+    assert hedge == pytest.approx(float(z.mean()), abs=5e-3)
+    assert abs(fit(dataclasses.replace(mse, l1_weight=1.0))) < 0.4 * hedge
+    logs = reconstruction_loss(z, z, x, dataclasses.replace(mse, l1_weight=1.0), 10.0)[1]
+    assert logs == {"train_mae": 0.0, "train_mse": 0.0}
+
+
+def test_absolute_error_term_is_recorded_and_a_resume_key(data, tmp_path) -> None:
+    base = dataclasses.replace(TINY, pretrain_steps=2, loss="mse", select_on="last")
+    train(data, base, tmp_path / "mse")
+    cfg = dataclasses.replace(base, l1_weight=0.5)
+    train(data, cfg, tmp_path / "l1")
+    assert load_model(tmp_path / "l1").card.training["l1_weight"] == 0.5
+    a, b = _g_tensors(tmp_path / "mse"), _g_tensors(tmp_path / "l1")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the term reaches the weights
+    with pytest.raises(InputError, match="l1_weight"):
+        train(data, dataclasses.replace(cfg, l1_weight=0.0), tmp_path / "l1", resume=True)
+    with pytest.raises(InputError, match="--l1-weight"):
+        TrainConfig(loss="mse", l1_weight=-0.1)
+    with pytest.raises(InputError, match="--loss mse only"):
+        TrainConfig(loss="l1", l1_weight=0.5)
 
 
 def test_dz_weighting_counts_far_refocus_pixels_more_and_is_recorded(data, tmp_path) -> None:

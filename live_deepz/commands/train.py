@@ -386,6 +386,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "faint far-defocus targets count as much as bright ones (default 0 = off)",
     )
     t.add_argument(
+        "--l1-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="with --loss mse: add W * the mean absolute error, so the network stops hedging "
+        "a faint focused spot on the unlikely side of focus (default 0 = off)",
+    )
+    t.add_argument(
         "--dz-weight",
         type=float,
         default=0.0,
@@ -642,6 +650,7 @@ def run(args: argparse.Namespace) -> int:
             init_from=args.init,
             ema_decay=args.ema,
             pcc_weight=args.pcc_weight,
+            l1_weight=args.l1_weight,
             dz_weight=args.dz_weight,
             adv_weight=pick(args.adv_weight, FAST_ADV_WEIGHT) if fast_gan else None,
             disc_blur_px=pick(args.disc_blur, FAST_DISC_BLUR_PX if fast_gan else 0.0),
@@ -706,6 +715,7 @@ def run(args: argparse.Namespace) -> int:
             + (f", starting from {args.init}" if args.init else "")
             + (f", weight average (EMA) {tcfg.ema_decay:g}" if tcfg.ema_decay else "")
             + (f", correlation loss weight {tcfg.pcc_weight:g}" if tcfg.pcc_weight else "")
+            + (f", absolute-error weight {tcfg.l1_weight:g}" if tcfg.l1_weight else "")
             + (f", error weight 1 + {tcfg.dz_weight:g}|DPM|/10 um" if tcfg.dz_weight else "")
             + (f", {env.world_size} processes" if env.distributed else "")
         )
