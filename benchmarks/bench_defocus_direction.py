@@ -7,7 +7,9 @@ on a sparse flat bead slide (isolated beads, one known focus): an input ``a`` µ
 refocused to planes ``a + sign(a)·Δ`` (further from focus on the same side; the truth is a wider
 ring) and to the focus itself (Δ = −|a|). Each virtual plane's Pearson r with the noise-free
 scanned plane is reported beside the input smoothed by σ = 1 px, for every ``--model`` in one
-run, and a PNG shows one bead for the first input position.
+run, with the brightest point a model puts at the focus mirrored about the input plane over the
+one at the focus (``mirror_over_focus_peak``; the scan's own ratio beside it), and a PNG shows
+one bead for the first input position.
 
 Usage::
 
@@ -26,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-SIZE_PX = 256
+SIZE_PX = 512
+MIN_GAP_PX = 24.0
 EXPOSURE_MS = 20.0
 SCAN_HALF_RANGE_UM = 14.0
 SCAN_STEP_UM = 0.5
@@ -46,10 +49,23 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(r(a, b))
 
 
+def peak_above_median(s: np.ndarray, r: int, c: int) -> float:
+    """Maximum of ``s`` in the 3×3 px around (r, c), above the median of ``s``."""
+    return float(s[r - 1 : r + 2, c - 1 : c + 2].max() - np.median(s))
+
+
+def peak_ratio(mirror: np.ndarray, focus: np.ndarray, beads_rc: np.ndarray) -> float:
+    """Median over the isolated beads of the peak at the focus mirrored about the input plane
+    over the peak at the focus (σ = 1 px smoothing): the light put on the wrong side."""
+    m, f = smoothed(mirror), smoothed(focus)
+    ratios = [peak_above_median(m, r, c) / peak_above_median(f, r, c) for r, c in beads_rc]
+    return float(np.median(ratios))
+
+
 def simulate(seed: int, density: float) -> dict[str, Any]:
     """A sparse flat bead slide: noise-free and noisy scans, normalised as ``live-deepz eval``
     does (triangle threshold on the noisy scan's EDF image), and the bead focus (µm)."""
-    from live_deepz.analysis.evaluation import SAMPLE_SEED_BASE
+    from live_deepz.analysis.evaluation import SAMPLE_SEED_BASE, isolated_mask
     from live_deepz.modelfile import load_model, resolve_model
     from live_deepz.normalize import extended_depth_of_field, fit_normalization
     from live_deepz.sim import CameraModel, Renderer, samples
@@ -64,6 +80,9 @@ def simulate(seed: int, density: float) -> dict[str, Any]:
     centres = np.asarray(obj["centres_zyx_um"], dtype=np.float64).reshape(-1, 3)
     depth = np.asarray(obj.get("depth_um", sample.ref_depth_um + centres[:, 0]), dtype=np.float64)
     focus = float(np.median(renderer.object_focus_um(centres, depth, sample)))
+    r, c = renderer.pixel_of(centres[:, 1], centres[:, 2])
+    rc = np.stack([r, c], axis=1)
+    beads_rc = np.round(rc[isolated_mask(rc, (SIZE_PX, SIZE_PX), MIN_GAP_PX, 20)]).astype(int)
     z = focus + np.arange(-SCAN_HALF_RANGE_UM, SCAN_HALF_RANGE_UM + 1e-6, SCAN_STEP_UM)
     rates = renderer.render_stack(sample, z, channel=0, t_s=0.0)
     cam = CameraModel()
@@ -72,7 +91,14 @@ def simulate(seed: int, density: float) -> dict[str, Any]:
     clean = np.stack([cam.mean_adu(r, EXPOSURE_MS) for r in rates])
     norm = fit_normalization(extended_depth_of_field(noisy))
     inputs = {k: norm.apply(cam.expose(rates[k], EXPOSURE_MS, rng)) for k in range(len(z))}
-    return {"z": z, "focus": focus, "clean": norm.apply(clean), "inputs": inputs, "n": len(centres)}
+    return {
+        "z": z,
+        "focus": focus,
+        "clean": norm.apply(clean),
+        "inputs": inputs,
+        "n": len(centres),
+        "beads_rc": beads_rc,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,10 +157,18 @@ def main(argv: list[str] | None = None) -> int:
             "dpm_um": dpms,
             "smoothed_input": [pearson(smoothed(x), clean[k]) for k in targets],
             "models": {},
+            "mirror_over_focus_peak": {},
         }
+        mirror = index(focus + 2 * a)  # the focus mirrored about the input plane
+        mirror_dpm = a  # from the input: as far as the focus, on the other side
+        row["mirror_over_focus_peak"]["noise-free scan"] = peak_ratio(
+            clean[mirror], clean[targets[0]], sim["beads_rc"]
+        )
         for name, ref in refocusers.items():
             out = np.asarray(ref.refocus(x, np.asarray(dpms, dtype=np.float32)))
             row["models"][name] = [pearson(o, clean[k]) for o, k in zip(out, targets, strict=True)]
+            at_mirror = np.asarray(ref.refocus(x, np.asarray([mirror_dpm], dtype=np.float32)))[0]
+            row["mirror_over_focus_peak"][name] = peak_ratio(at_mirror, out[0], sim["beads_rc"])
             if a == args.input_um[0]:
                 pictures[name] = out
         if a == args.input_um[0]:
@@ -144,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{n}: " + " ".join(f"{d:+g}:{v:.2f}" for d, v in zip(dpms, r, strict=True))
             for n, r in [("smoothed", row["smoothed_input"]), *row["models"].items()]
         )
-        print(f"input {a:+g} µm | {cells}")
+        hedge = " ".join(
+            f"{Path(n).name} {v:.3f}" for n, v in row["mirror_over_focus_peak"].items()
+        )
+        print(f"input {a:+g} µm | {cells} | mirror/focus peak: {hedge}")
     report = {
         "benchmark": "defocus_direction",
         "protocol": __doc__.split("\n\n")[1].replace("\n", " "),
@@ -153,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "density_per_100um2": args.density,
             "n_beads": sim["n"],
+            "n_isolated": len(sim["beads_rc"]),
             "size_px": SIZE_PX,
             "exposure_ms": EXPOSURE_MS,
         },
