@@ -350,20 +350,45 @@ def test_absolute_error_term_drops_a_minority_spot_that_mse_hedges() -> None:
     assert logs == {"train_mae": 0.0, "train_mse": 0.0}
 
 
-def test_absolute_error_term_is_recorded_and_a_resume_key(data, tmp_path) -> None:
+def test_lowpass_term_weighs_smooth_errors_not_pixel_noise() -> None:
+    # The smoothed-error term adds little for pixel noise (white noise loses most of its
+    # variance in a σ = 3 px blur) and about W times the MSE for a wide, smooth error.
+    x = torch.zeros(4, 2, 64, 64)
+    z = torch.zeros(4, 1, 64, 64)
+    noise = 0.1 * torch.randn(4, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    ring = 0.1 * torch.exp(-((((yy - 32) ** 2 + (xx - 32) ** 2).sqrt() - 15) ** 2) / 50)
+    plain, lowpass = TrainConfig(loss="mse"), TrainConfig(loss="mse", lowpass_weight=10.0)
+
+    def ratio(err: torch.Tensor) -> float:
+        with_term, logs = reconstruction_loss(err, z, x, lowpass, 10.0)
+        assert "train_lowpass_mse" in logs
+        return float(with_term) / float(reconstruction_loss(err, z, x, plain, 10.0)[0])
+
+    assert ratio(noise) < 1.2
+    assert ratio(ring.expand(4, 1, 64, 64)) > 8.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [("l1_weight", 0.5, "--l1-weight"), ("lowpass_weight", 5.0, "--lowpass-weight")],
+)
+def test_loss_terms_are_recorded_and_resume_keys(data, tmp_path, field, value, flag) -> None:
     base = dataclasses.replace(TINY, pretrain_steps=2, loss="mse", select_on="last")
     train(data, base, tmp_path / "mse")
-    cfg = dataclasses.replace(base, l1_weight=0.5)
-    train(data, cfg, tmp_path / "l1")
-    assert load_model(tmp_path / "l1").card.training["l1_weight"] == 0.5
-    a, b = _g_tensors(tmp_path / "mse"), _g_tensors(tmp_path / "l1")
+    cfg = dataclasses.replace(base, **{field: value})
+    train(data, cfg, tmp_path / "term")
+    assert load_model(tmp_path / "term").card.training[field] == value
+    a, b = _g_tensors(tmp_path / "mse"), _g_tensors(tmp_path / "term")
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the term reaches the weights
-    with pytest.raises(InputError, match="l1_weight"):
-        train(data, dataclasses.replace(cfg, l1_weight=0.0), tmp_path / "l1", resume=True)
-    with pytest.raises(InputError, match="--l1-weight"):
-        TrainConfig(loss="mse", l1_weight=-0.1)
+    with pytest.raises(InputError, match=field):
+        train(data, dataclasses.replace(cfg, **{field: 0.0}), tmp_path / "term", resume=True)
+    with pytest.raises(InputError, match=flag):
+        TrainConfig(loss="mse", **{field: -0.1})
     with pytest.raises(InputError, match="--loss mse only"):
-        TrainConfig(loss="l1", l1_weight=0.5)
+        TrainConfig(loss="l1", **{field: value})
+    with pytest.raises(InputError, match="--lowpass-sigma"):
+        TrainConfig(loss="mse", lowpass_weight=1.0, lowpass_sigma_px=0.0)
 
 
 def test_dz_weighting_counts_far_refocus_pixels_more_and_is_recorded(data, tmp_path) -> None:

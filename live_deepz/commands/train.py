@@ -394,6 +394,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a faint focused spot on the unlikely side of focus (default 0 = off)",
     )
     t.add_argument(
+        "--lowpass-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="with --loss mse: add W * the MSE of the error smoothed by a Gaussian "
+        "(--lowpass-sigma), so wide faint far-defocus rings weigh more than the targets' "
+        "pixel noise (default 0 = off)",
+    )
+    t.add_argument(
+        "--lowpass-sigma",
+        type=float,
+        default=3.0,
+        metavar="PX",
+        help="σ of the --lowpass-weight smoothing, px (default 3)",
+    )
+    t.add_argument(
         "--dz-weight",
         type=float,
         default=0.0,
@@ -651,6 +667,8 @@ def run(args: argparse.Namespace) -> int:
             ema_decay=args.ema,
             pcc_weight=args.pcc_weight,
             l1_weight=args.l1_weight,
+            lowpass_weight=args.lowpass_weight,
+            lowpass_sigma_px=args.lowpass_sigma,
             dz_weight=args.dz_weight,
             adv_weight=pick(args.adv_weight, FAST_ADV_WEIGHT) if fast_gan else None,
             disc_blur_px=pick(args.disc_blur, FAST_DISC_BLUR_PX if fast_gan else 0.0),
@@ -716,6 +734,11 @@ def run(args: argparse.Namespace) -> int:
             + (f", weight average (EMA) {tcfg.ema_decay:g}" if tcfg.ema_decay else "")
             + (f", correlation loss weight {tcfg.pcc_weight:g}" if tcfg.pcc_weight else "")
             + (f", absolute-error weight {tcfg.l1_weight:g}" if tcfg.l1_weight else "")
+            + (
+                f", smoothed-error weight {tcfg.lowpass_weight:g} (σ {tcfg.lowpass_sigma_px:g} px)"
+                if tcfg.lowpass_weight
+                else ""
+            )
             + (f", error weight 1 + {tcfg.dz_weight:g}|DPM|/10 um" if tcfg.dz_weight else "")
             + (f", {env.world_size} processes" if env.distributed else "")
         )

@@ -123,6 +123,8 @@ _RESUME_KEYS = (
     "ema_decay",
     "pcc_weight",
     "l1_weight",
+    "lowpass_weight",
+    "lowpass_sigma_px",
     "dz_weight",
     "adv_weight",
     "disc_blur_px",
@@ -145,6 +147,8 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.0,
     "pcc_weight": 0.0,
     "l1_weight": 0.0,
+    "lowpass_weight": 0.0,
+    "lowpass_sigma_px": 3.0,
     "dz_weight": 0.0,
     "adv_weight": None,
     "disc_blur_px": 0.0,
@@ -261,6 +265,14 @@ class TrainConfig:
     which side of focus an object is on it hedges, drawing a few per cent of a focused spot on
     the wrong side; the absolute error pulls each pixel towards its median instead, which
     leaves out such minority outcomes while a spot that is more likely than not stays."""
+    lowpass_weight: float = 0.0
+    """With ``loss="mse"``: add ``lowpass_weight`` times the MSE of the error smoothed by a
+    Gaussian of ``lowpass_sigma_px`` (not in the paper; 0 = off). Smoothing is linear, so the
+    best output is still the expected target; the term weighs the low spatial frequencies more:
+    the wide, faint rings of far-defocus planes, which the target's per-pixel camera noise
+    otherwise drowns in the gradient."""
+    lowpass_sigma_px: float = 3.0
+    """σ of the ``lowpass_weight`` term's Gaussian smoothing (px)."""
     dz_weight: float = 0.0
     """Weight each pixel's reconstruction error by ``1 + dz_weight * |DPM| / 10 µm`` (not in
     the paper; 0 = off). The weight depends on the input only, so the best output is still
@@ -331,6 +343,12 @@ class TrainConfig:
             raise InputError(f"--l1-weight must be >= 0, got {self.l1_weight}")
         if self.l1_weight and self.loss != "mse":
             raise InputError("--l1-weight adds an absolute-error term to --loss mse only")
+        if not (math.isfinite(self.lowpass_weight) and self.lowpass_weight >= 0):
+            raise InputError(f"--lowpass-weight must be >= 0, got {self.lowpass_weight}")
+        if not (math.isfinite(self.lowpass_sigma_px) and self.lowpass_sigma_px > 0):
+            raise InputError(f"--lowpass-sigma must be > 0 px, got {self.lowpass_sigma_px}")
+        if self.lowpass_weight and self.loss != "mse":
+            raise InputError("--lowpass-weight adds a smoothed-error term to --loss mse only")
         if self.adv_weight is not None and not self.adv_weight > 0:
             raise InputError(f"--adv-weight must be > 0, got {self.adv_weight}")
         if not self.disc_blur_px >= 0:
@@ -645,6 +663,8 @@ class Trainer:
             "ema_decay": cfg.ema_decay,
             "pcc_weight": cfg.pcc_weight,
             "l1_weight": cfg.l1_weight,
+            "lowpass_weight": cfg.lowpass_weight,
+            "lowpass_sigma_px": cfg.lowpass_sigma_px,
             "dz_weight": cfg.dz_weight,
             "adv_weight": cfg.adv_weight,
             "disc_blur_px": cfg.disc_blur_px,
@@ -963,6 +983,7 @@ class Trainer:
 
         dpm_scale_um = self.data.cfg.dpm_scale_um
         smooth = gaussian_smoother(cfg.disc_blur_px).to(dev)
+        lowpass = gaussian_smoother(cfg.lowpass_sigma_px).to(dev) if cfg.lowpass_weight else None
 
         def disc_view(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             """What the discriminator sees of an output (or target) ``out`` for input ``x``."""
@@ -979,7 +1000,7 @@ class Trainer:
             with self._autocast():
                 fake = g_par(x)
                 d_fake = d(disc_view(fake, x)) if adversarial else None
-            loss, logs = reconstruction_loss(fake, z, x, cfg, dpm_scale_um)
+            loss, logs = reconstruction_loss(fake, z, x, cfg, dpm_scale_um, lowpass)
             out.update(logs)
             if d_fake is not None:
                 adv = 0.5 * ((d_fake.float() - 1) ** 2).mean()
@@ -1117,11 +1138,18 @@ def patch_correlation(
 
 
 def reconstruction_loss(
-    fake: torch.Tensor, z: torch.Tensor, x: torch.Tensor, cfg: TrainConfig, dpm_scale_um: float
+    fake: torch.Tensor,
+    z: torch.Tensor,
+    x: torch.Tensor,
+    cfg: TrainConfig,
+    dpm_scale_um: float,
+    lowpass: nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The generator's reconstruction loss of outputs ``fake`` against targets ``z`` for
     inputs ``x`` (image, DPM / ``dpm_scale_um``), as ``cfg`` asks (``loss``, ``l1_weight``,
-    ``dz_weight``, ``fg_weight``, ``pcc_weight``), and the figures logged per step."""
+    ``lowpass_weight``, ``dz_weight``, ``fg_weight``, ``pcc_weight``), and the figures logged
+    per step. ``lowpass``: the smoother of the ``lowpass_weight`` term (default
+    ``gaussian_smoother(cfg.lowpass_sigma_px)``)."""
     diff = fake.float() - z
     err = diff.abs()
     logs = {"train_mae": float(err.mean().detach())}
@@ -1135,6 +1163,11 @@ def reconstruction_loss(
         loss = mean(sq)
         if cfg.l1_weight:
             loss = loss + cfg.l1_weight * mean(err)
+        if cfg.lowpass_weight:
+            smooth = lowpass if lowpass is not None else gaussian_smoother(cfg.lowpass_sigma_px)
+            low = smooth.to(diff.device)(diff) ** 2
+            logs["train_lowpass_mse"] = float(low.mean().detach())
+            loss = loss + cfg.lowpass_weight * mean(low)
     elif cfg.fg_weight:
         loss = weighted_mae(err, z, cfg.fg_weight)
     else:
