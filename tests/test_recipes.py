@@ -555,6 +555,11 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         "add --gan-steps N": [*base, "--steps", "2", "--disc-conditional"],
         "add --disk-features": [*base, "--steps", "1", "--disk-gain", "8"],
         "--disk-gain must be > 0": [*base, "--steps", "1", "--disk-features", "--disk-gain", "0"],
+        "smoothing of --lowpass-weight": [*base, "--steps", "1", "--lowpass-sigma", "2"],
+        "--l1-weight adds an absolute-error term": [
+            *base,
+            *("--steps", "1", "--loss", "l1", "--l1-weight", "0.3"),
+        ],
         "more than --pretrain-steps": [
             *base,
             "--recipe",

@@ -405,7 +405,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--lowpass-sigma",
         type=float,
-        default=3.0,
+        default=None,
         metavar="PX",
         help="σ of the --lowpass-weight smoothing, px (default 3)",
     )
@@ -476,6 +476,15 @@ def _command_line() -> str:
 
 
 DEFAULT_DISK_GAIN = 32.0
+
+
+def _lowpass_sigma(args: argparse.Namespace) -> float:
+    """``--lowpass-sigma``, which only means something with ``--lowpass-weight``."""
+    if args.lowpass_sigma is not None and not args.lowpass_weight:
+        raise InputError("--lowpass-sigma sets the smoothing of --lowpass-weight; add it")
+    from ..training.trainer import TrainConfig
+
+    return TrainConfig.lowpass_sigma_px if args.lowpass_sigma is None else args.lowpass_sigma
 
 
 def _disk_gain(args: argparse.Namespace) -> float:
@@ -668,7 +677,7 @@ def run(args: argparse.Namespace) -> int:
             pcc_weight=args.pcc_weight,
             l1_weight=args.l1_weight,
             lowpass_weight=args.lowpass_weight,
-            lowpass_sigma_px=args.lowpass_sigma,
+            lowpass_sigma_px=_lowpass_sigma(args),
             dz_weight=args.dz_weight,
             adv_weight=pick(args.adv_weight, FAST_ADV_WEIGHT) if fast_gan else None,
             disc_blur_px=pick(args.disc_blur, FAST_DISC_BLUR_PX if fast_gan else 0.0),
