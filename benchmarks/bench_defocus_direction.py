@@ -242,7 +242,8 @@ def plot(
             ax[i, j].set_title(f"{Path(n).name}, DPM {d:+g}", fontsize=7)
             ax[i, j].axis("off")
     fig.suptitle(f"input {a:+g} µm from focus (each panel on its own scale)", fontsize=8)
-    fig.tight_layout()
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.4 / height))  # room for the title
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
