@@ -62,15 +62,13 @@ def peak_ratio(mirror: np.ndarray, focus: np.ndarray, beads_rc: np.ndarray) -> f
     return float(np.median(ratios))
 
 
-def simulate(seed: int, density: float) -> dict[str, Any]:
+def simulate(seed: int, density: float, optics: Any) -> dict[str, Any]:
     """A sparse flat bead slide: noise-free and noisy scans, normalised as ``live-deepz eval``
     does (triangle threshold on the noisy scan's EDF image), and the bead focus (µm)."""
     from live_deepz.analysis.evaluation import SAMPLE_SEED_BASE, isolated_mask
-    from live_deepz.modelfile import load_model, resolve_model
     from live_deepz.normalize import extended_depth_of_field, fit_normalization
     from live_deepz.sim import CameraModel, Renderer, samples
 
-    optics = load_model(resolve_model("deepz-sim20x-default")).card.optics_obj
     size_um = SIZE_PX * optics.pixel_size_um + 80.0
     sample = samples.beads_flat(
         SAMPLE_SEED_BASE + seed, size_um=size_um, density_per_100um2=density
@@ -132,7 +130,16 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    sim = simulate(args.seed, args.density)
+    models = {name: load_model(resolve_model(name)) for name in args.model}
+    optics = {name: m.card.optics_obj for name, m in models.items()}
+    first = args.model[0]
+    if any(o != optics[first] for o in optics.values()):
+        raise SystemExit(
+            "the models were trained for different optics ("
+            + "; ".join(f"{n}: {o}" for n, o in optics.items())
+            + "): compare them in separate runs"
+        )
+    sim = simulate(args.seed, args.density, optics[first])
     z, focus, clean = sim["z"], sim["focus"], sim["clean"]
 
     def index(pos_um: float) -> int:
@@ -141,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{pos_um - focus:+g} µm from focus is off the {SCAN_STEP_UM} µm grid")
         return k
 
-    models = {name: load_model(resolve_model(name)) for name in args.model}
     refocusers = {
         n: Refocuser(m, create_backend("auto", m.generator, precision="fp32", device="cpu"))
         for n, m in models.items()
