@@ -7,9 +7,9 @@ on a sparse flat bead slide (isolated beads, one known focus): an input ``a`` µ
 refocused to planes ``a + sign(a)·Δ`` (further from focus on the same side; the truth is a wider
 ring) and to the focus itself (Δ = −|a|). Each virtual plane's Pearson r with the noise-free
 scanned plane is reported beside the input smoothed by σ = 1 px, for every ``--model`` in one
-run, with the brightest point a model puts at the focus mirrored about the input plane over the
-one at the focus (``mirror_over_focus_peak``; the scan's own ratio beside it), and a PNG shows
-one bead for the first input position.
+run, with the median over the isolated beads of the peak a model puts at the focus mirrored
+about the input plane over its peak at the focus (``mirror_over_focus_peak``; the scan's own
+ratio beside it), and a PNG shows one bead for the first input position.
 
 Usage::
 
@@ -58,8 +58,9 @@ def peak_ratio(mirror: np.ndarray, focus: np.ndarray, beads_rc: np.ndarray) -> f
     """Median over the isolated beads of the peak at the focus mirrored about the input plane
     over the peak at the focus (σ = 1 px smoothing): the light put on the wrong side."""
     m, f = smoothed(mirror), smoothed(focus)
-    ratios = [peak_above_median(m, r, c) / peak_above_median(f, r, c) for r, c in beads_rc]
-    return float(np.median(ratios))
+    pairs = [(peak_above_median(m, r, c), peak_above_median(f, r, c)) for r, c in beads_rc]
+    ratios = [a / b for a, b in pairs if b > 0]  # a bead without a focus peak has no ratio
+    return float(np.median(ratios)) if ratios else float("nan")
 
 
 def simulate(seed: int, density: float, optics: Any) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def simulate(seed: int, density: float, optics: Any) -> dict[str, Any]:
         "focus": focus,
         "clean": norm.apply(clean),
         "inputs": inputs,
-        "n": len(centres),
+        "n_in_sample": len(centres),
         "beads_rc": beads_rc,
     }
 
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             "generator": "beads_flat",
             "seed": args.seed,
             "density_per_100um2": args.density,
-            "n_beads": sim["n"],
+            "n_beads_in_sample": sim["n_in_sample"],
             "n_isolated": len(sim["beads_rc"]),
             "size_px": SIZE_PX,
             "exposure_ms": EXPOSURE_MS,
