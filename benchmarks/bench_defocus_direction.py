@@ -27,31 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_mirror_focus import peak_above_median, smoothed  # this folder, on sys.path
 
 SIZE_PX = 512
 MIN_GAP_PX = 24.0
 EXPOSURE_MS = 20.0
 SCAN_HALF_RANGE_UM = 14.0
 SCAN_STEP_UM = 0.5
-
-
-def smoothed(img: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """``img`` smoothed by a Gaussian of ``sigma`` px."""
-    from scipy import ndimage
-
-    return np.asarray(ndimage.gaussian_filter(img, sigma))
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r of two images."""
-    from live_deepz.analysis.evaluation import pearson as r
-
-    return float(r(a, b))
-
-
-def peak_above_median(s: np.ndarray, r: int, c: int) -> float:
-    """Maximum of ``s`` in the 3×3 px around (r, c), above the median of ``s``."""
-    return float(s[r - 1 : r + 2, c - 1 : c + 2].max() - np.median(s))
 
 
 def peak_ratio(mirror: np.ndarray, focus: np.ndarray, beads_rc: np.ndarray) -> float:
@@ -101,6 +83,7 @@ def simulate(seed: int, density: float, optics: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from live_deepz.analysis.evaluation import pearson
     from live_deepz.engine import Refocuser, create_backend
     from live_deepz.modelfile import load_model, resolve_model
 
@@ -233,8 +216,9 @@ def plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy import ndimage
 
-    s = smoothed(in_focus, 2.0)
+    s = ndimage.gaussian_filter(in_focus, 2.0)
     inner = s[half:-half, half:-half]
     r, c = np.unravel_index(int(np.argmax(inner)), inner.shape)
     sl = np.s_[r : r + 2 * half, c : c + 2 * half]
