@@ -214,6 +214,38 @@ def test_focus_sampler_crops_inside_training_regions_and_targets_the_focus(data)
     assert not any(uniform.item(rng)[-1] for _ in range(50))
 
 
+def test_unbiased_targets_weigh_the_focus_targeted_draws_back_to_uniform(data) -> None:
+    # Half of the centred items target the object's focus (± 1 plane): unweighted, those
+    # planes are drawn several times more often than the rest of the window; with the
+    # importance weights every plane of the window carries the same total weight.
+    cfg = SamplingConfig(
+        crop=16,
+        jitter_px=4,
+        centred_fraction=1.0,
+        focus_target_fraction=0.5,
+        unbiased_targets=True,
+    )
+    s = FocusSampler(data, cfg, seed=5)
+    rng = np.random.default_rng(1)
+    lo, hi = s.regions[0].targets
+    assert all(r.targets == (lo, hi) for r in s.regions)
+    n = hi - lo + 1
+    counts, weights = np.zeros(n), np.zeros(n)
+    for _ in range(6000):
+        (_ri, _y, _x, _zin, zt, _aug, _foc), w = s.weighted_item(rng)
+        counts[zt - lo] += 1
+        weights[zt - lo] += w
+    assert counts.max() > 3 * counts.min()
+    assert weights.sum() / 6000 == pytest.approx(1.0, abs=0.05)
+    np.testing.assert_allclose(weights / weights.sum(), 1.0 / n, rtol=0.15)
+    x, z, w = s.batch_weighted(0, 6)
+    assert w.shape == (6,) and torch.equal(s.batch(0, 6)[0], x)
+    plain = FocusSampler(data, dataclasses.replace(cfg, unbiased_targets=False), seed=5)
+    assert torch.equal(plain.batch_weighted(0, 6)[2], torch.ones(6))
+    with pytest.raises(InputError, match="--mirror-target-fraction"):
+        dataclasses.replace(cfg, mirror_target_fraction=0.5)
+
+
 def test_focus_sampler_batches_are_a_pure_function_of_seed_and_batch(data) -> None:
     s = FocusSampler(data, SamplingConfig(crop=16), seed=1)
     x1, z1 = s.batch(7, 4)

@@ -369,6 +369,25 @@ def test_lowpass_term_weighs_smooth_errors_not_pixel_noise() -> None:
     assert ratio(ring.expand(4, 1, 64, 64)) > 8.0
 
 
+def test_item_weights_scale_each_items_share_of_every_loss_term() -> None:
+    gen = torch.Generator().manual_seed(2)
+    fake, z = torch.rand(3, 1, 32, 32, generator=gen), torch.rand(3, 1, 32, 32, generator=gen)
+    x = torch.zeros(3, 2, 32, 32)
+    w = torch.tensor([0.5, 2.0, 0.0])
+    for cfg in (
+        TrainConfig(loss="mse", l1_weight=0.3, lowpass_weight=2.0),
+        TrainConfig(loss="l1", pcc_weight=0.5),
+    ):
+        whole = reconstruction_loss(fake, z, x, cfg, 10.0, weights=torch.ones(3))[0]
+        assert float(whole) == pytest.approx(float(reconstruction_loss(fake, z, x, cfg, 10.0)[0]))
+        each = [
+            float(reconstruction_loss(fake[i : i + 1], z[i : i + 1], x[:1], cfg, 10.0)[0])
+            for i in range(3)
+        ]
+        weighted = float(reconstruction_loss(fake, z, x, cfg, 10.0, weights=w)[0])
+        assert weighted == pytest.approx(float(np.dot(w.numpy(), each)) / 3, rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "flag"),
     [("l1_weight", 0.5, "--l1-weight"), ("lowpass_weight", 5.0, "--lowpass-weight")],

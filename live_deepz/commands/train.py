@@ -328,6 +328,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "second exposure and their target from the first",
     )
     t.add_argument(
+        "--unbiased-targets",
+        action="store_true",
+        default=None,
+        help="fast: weight each object-centred item's loss so that its expectation is that of "
+        "uniformly drawn targets; the focus-targeted draws then no longer teach the network "
+        "that the DPM points at an object's focus (off by default)",
+    )
+    t.add_argument(
         "--init",
         metavar="MODEL",
         help="start from this model's weights (name or folder) instead of a random "
@@ -610,6 +618,7 @@ def run(args: argparse.Namespace) -> int:
                         ("distinct_planes", args.distinct_planes),
                         ("mean_targets", args.mean_targets),
                         ("swap_exposures", args.swap_exposures),
+                        ("unbiased_targets", args.unbiased_targets),
                     )
                     if v is not None
                 },
@@ -625,12 +634,16 @@ def run(args: argparse.Namespace) -> int:
                 args.self_norm_fraction,
                 args.balance,
                 args.distinct_planes,
+                args.mean_targets,
+                args.swap_exposures,
+                args.unbiased_targets,
             )
         ):
             raise InputError(
                 "--centred-fraction/--focus-target-fraction/--focus-input-fraction/"
                 "--far-input-fraction/--mirror-target-fraction/--self-norm-fraction/--balance/"
-                "--distinct-planes need --recipe fast"
+                "--distinct-planes/--mean-targets/--swap-exposures/--unbiased-targets need "
+                "--recipe fast"
             )
         pcfg = PairConfig(
             patch=region,

@@ -43,6 +43,13 @@ draws each training item afresh from ``(seed, batch number)``:
 * with probability ``self_norm_fraction`` the input and the target are rescaled with the
   normalisation fitted on the input plane itself, as ``refocus`` and the live pipeline's
   first-frame fit do, instead of the stack's (EDF) normalisation alone;
+* with ``unbiased_targets`` each centred item's loss is weighted by u(target) / q(target),
+  u the uniform density over the target window and q the density the focus targeting
+  actually draws from: the expected loss is then that of uniformly drawn targets, so the
+  DPM no longer says where an object is in focus (without the weights, a DPM that points at
+  an object's focus is several times likelier than one that does not, and a network learns
+  to paint a focused object wherever it is asked to go); the focus-targeted draws still
+  lower the variance of the gradient at the focus;
 * one of the 8 flips/90° rotations.
 
 An independent ablation on this project's 2-core CPU (issue 14) measured each of the
@@ -118,6 +125,10 @@ class SamplingConfig:
     swap_exposures: bool = False
     """Needs a second exposure: half of the items read their input from the second exposure
     and their target from the first (twice as many input noise draws)."""
+    unbiased_targets: bool = False
+    """Weight each centred item's loss by u / q (uniform over the target window / the focus
+    targeting's density), so that the expected loss is that of uniform targets. Off = every
+    item weighs 1 (every run before it)."""
 
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
@@ -135,6 +146,17 @@ class SamplingConfig:
                 raise InputError(f"{name.replace('_', '-')} must lie in [0, 1], got {v}")
         if self.jitter_px < 0 or self.focus_window < 0:
             raise InputError("jitter and focus window must be >= 0")
+        if self.unbiased_targets:
+            other = [
+                name
+                for name in ("far_input_fraction", "mirror_target_fraction", "focus_input_fraction")
+                if getattr(self, name)
+            ] + (["distinct_planes"] if self.distinct_planes else [])
+            if other:
+                raise InputError(
+                    "--unbiased-targets weights only the focus targeting; it cannot be combined "
+                    f"with --{', --'.join(n.replace('_', '-') for n in other)}"
+                )
         if self.balance not in BALANCES:
             raise InputError(
                 f"--balance must be one of {', '.join(BALANCES)}, not {self.balance!r}"
@@ -236,6 +258,12 @@ class FocusSampler:
 
     def item(self, rng: np.random.Generator) -> tuple[int, int, int, int, int, int, bool]:
         """``(region index, y, x, input plane, target plane, augmentation, focus_targeted)``."""
+        return self.weighted_item(rng)[0]
+
+    def weighted_item(
+        self, rng: np.random.Generator
+    ) -> tuple[tuple[int, int, int, int, int, int, bool], float]:
+        """:meth:`item` and its loss weight (1 unless ``unbiased_targets``)."""
         cfg, p = self.cfg, self.cfg.crop
         centred = self.n_peaks > 0 and rng.random() < cfg.centred_fraction
         if centred:
@@ -276,7 +304,23 @@ class FocusSampler:
         if cfg.distinct_planes and zt == zin and r.target_field == r.field:
             zt = _other_plane(rng, r.targets, zin, self.peak_focus[k] if focused else None, cfg)
         aug = int(rng.integers(8))
-        return ri, y, x, zin, zt, aug, focused
+        weight = self.target_weight(r, k, zt) if centred and cfg.unbiased_targets else 1.0
+        return (ri, y, x, zin, zt, aug, focused), weight
+
+    def target_weight(self, r: Region, k: int, zt: int) -> float:
+        """u(zt) / q(zt) for a centred item on object ``k`` of region ``r``: u uniform over
+        the region's target window, q the focus targeting's density (a draw from the focus
+        window ± ``focus_window`` with probability ``focus_target_fraction``, uniform when
+        that draw falls outside the target window or was not made)."""
+        lo, hi = r.targets
+        n = hi - lo + 1
+        f, w = self.cfg.focus_target_fraction, self.cfg.focus_window
+        focus = int(self.peak_focus[k])
+        inside = [z for z in range(focus - w, focus + w + 1) if lo <= z <= hi]
+        q = ((1.0 - f) + f * (2 * w + 1 - len(inside)) / (2 * w + 1)) / n
+        if zt in inside:
+            q += f / (2 * w + 1)
+        return (1.0 / n) / q
 
     def _far_input(self, r: Region, zt: int, rng: np.random.Generator, zin: int) -> int:
         """An input plane of ``r`` at least ``far_input_min_um`` from target plane ``zt``
@@ -305,12 +349,18 @@ class FocusSampler:
 
     def batch(self, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``k`` of ``n`` items: ``(n, 2, P, P)`` inputs and ``(n, 1, P, P)`` targets."""
+        x, z, _ = self.batch_weighted(k, n)
+        return x, z
+
+    def batch_weighted(self, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`batch` and the ``(n,)`` loss weights of its items (see ``unbiased_targets``)."""
         rng = np.random.default_rng([self.seed, 303, k])
         p, scale = self.cfg.crop, self.data.cfg.dpm_scale_um
         x = np.empty((n, 2, p, p), dtype=np.float32)
         z = np.empty((n, 1, p, p), dtype=np.float32)
+        weights = np.empty(n, dtype=np.float32)
         for i in range(n):
-            ri, y0, x0, zin, zt, aug, _ = self.item(rng)
+            (ri, y0, x0, zin, zt, aug, _), weights[i] = self.weighted_item(rng)
             r = self.regions[ri]
             in_field, out_field = r.field, r.target_field
             ty, tx = y0 + (r.ty - r.y), x0 + (r.tx - r.x)
@@ -329,7 +379,7 @@ class FocusSampler:
                     inp[0], out = own.apply(inp[0]), own.apply(out)
             x[i] = augment(inp, aug)
             z[i] = augment(out, aug)
-        return torch.from_numpy(x), torch.from_numpy(z)
+        return torch.from_numpy(x), torch.from_numpy(z), torch.from_numpy(weights)
 
     def plane_normalization(self, field: int, z: int) -> Normalization | None:
         """The normalisation fitted on plane ``z`` of ``field`` itself (in the stack's

@@ -560,15 +560,22 @@ class Trainer:
             idx[j], aug[j] = perm[pos % n], augs[pos % n]
         return idx, aug
 
-    def _batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Global batch ``k`` (this process's shard): inputs, targets and the items' loss
+        weights (None: every item weighs 1)."""
+        w = None
         if self.sampler is not None:
-            x, z = self.sampler.batch(k, self.cfg.batch_size)
             keep = shard(np.arange(self.cfg.batch_size), self.env)
+            if self.sampler.cfg.unbiased_targets:
+                x, z, w = self.sampler.batch_weighted(k, self.cfg.batch_size)
+                w = w[keep].to(self.device)
+            else:
+                x, z = self.sampler.batch(k, self.cfg.batch_size)
             x, z = x[keep], z[keep]
         else:
             idx, aug = self.global_batch(k)
             x, z = self.train_ds.batch(shard(idx, self.env), shard(aug, self.env))
-        return self._to_device(x), self._to_device(z)
+        return self._to_device(x), self._to_device(z), w
 
     def _val_indices(self) -> np.ndarray:
         n = len(self.val_ds)
@@ -838,7 +845,9 @@ class Trainer:
             json.dumps(state.history, indent=1, default=_json_default)
         )
         try:
-            return plot_history(state.history, self.out / CURVE_FILE, self.cfg.pretrain_steps)
+            return plot_history(
+                state.history, self.out / CURVE_FILE, self.cfg.pretrain_steps, self.cfg.loss
+            )
         except Exception:  # a plot must never lose a trained model
             return None
 
@@ -993,14 +1002,16 @@ class Trainer:
             image, dpm = x[:, :1].to(seen.dtype), x[:, 1:].to(seen.dtype)
             return torch.cat([seen, smooth(image), dpm], dim=1)
 
-        def g_step(x: torch.Tensor, z: torch.Tensor, adversarial: bool) -> dict[str, float]:
+        def g_step(
+            x: torch.Tensor, z: torch.Tensor, adversarial: bool, w: torch.Tensor | None = None
+        ) -> dict[str, float]:
             out: dict[str, float] = {}
             if adversarial:
                 d.requires_grad_(False)  # D only passes gradients back to G here
             with self._autocast():
                 fake = g_par(x)
                 d_fake = d(disc_view(fake, x)) if adversarial else None
-            loss, logs = reconstruction_loss(fake, z, x, cfg, dpm_scale_um, lowpass)
+            loss, logs = reconstruction_loss(fake, z, x, cfg, dpm_scale_um, lowpass, w)
             out.update(logs)
             if d_fake is not None:
                 adv = 0.5 * ((d_fake.float() - 1) ** 2).mean()
@@ -1037,19 +1048,19 @@ class Trainer:
         try:
             while state.pretrain_done < cfg.pretrain_steps and not out_of_time():
                 set_lr()
-                x, z = self._batch(state.batches)
+                x, z, w = self._batch(state.batches)
                 state.batches += 1
-                losses = g_step(x, z, adversarial=False)
+                losses = g_step(x, z, adversarial=False, w=w)
                 state.pretrain_done += 1
                 after_step(losses, "pretrain")
                 estimate()
             while state.gan_done < cfg.steps and not out_of_time():
                 set_lr()
-                x, z = self._batch(state.batches)
+                x, z, w = self._batch(state.batches)
                 state.batches += 1
                 sums: dict[str, list[float]] = {}
                 for kind in schedule:
-                    res = g_step(x, z, adversarial=True) if kind == "G" else d_step(x, z)
+                    res = g_step(x, z, True, w) if kind == "G" else d_step(x, z)
                     for k, v in res.items():
                         sums.setdefault(k, []).append(v)
                 state.gan_done += 1
@@ -1144,17 +1155,25 @@ def reconstruction_loss(
     cfg: TrainConfig,
     dpm_scale_um: float,
     lowpass: nn.Module | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The generator's reconstruction loss of outputs ``fake`` against targets ``z`` for
     inputs ``x`` (image, DPM / ``dpm_scale_um``), as ``cfg`` asks (``loss``, ``l1_weight``,
     ``lowpass_weight``, ``dz_weight``, ``fg_weight``, ``pcc_weight``), and the figures logged
-    per step. ``lowpass``: the smoother of the ``lowpass_weight`` term (default
-    ``gaussian_smoother(cfg.lowpass_sigma_px)``)."""
+    per step (unweighted). ``lowpass``: the smoother of the ``lowpass_weight`` term (default
+    ``gaussian_smoother(cfg.lowpass_sigma_px)``). ``weights``: ``(N,)`` per-item factors of
+    every term (importance weights of the sampling; the mean stays unnormalised, so its
+    expectation is the loss under the distribution the weights stand for)."""
     diff = fake.float() - z
     err = diff.abs()
     logs = {"train_mae": float(err.mean().detach())}
+    item_w = None if weights is None else weights.float().reshape(-1, 1, 1, 1)
+
+    def weighted(e: torch.Tensor) -> torch.Tensor:
+        return e if item_w is None else e * item_w
 
     def mean(e: torch.Tensor) -> torch.Tensor:
+        e = weighted(e)
         return dz_weighted_mean(e, x, dpm_scale_um, cfg.dz_weight) if cfg.dz_weight else e.mean()
 
     if cfg.loss == "mse":
@@ -1169,12 +1188,13 @@ def reconstruction_loss(
             logs["train_lowpass_mse"] = float(low.mean().detach())
             loss = loss + cfg.lowpass_weight * mean(low)
     elif cfg.fg_weight:
-        loss = weighted_mae(err, z, cfg.fg_weight)
+        loss = weighted_mae(weighted(err), z, cfg.fg_weight)
     else:
         loss = mean(err)
     if cfg.pcc_weight:
         r = patch_correlation(fake.float(), z)
-        loss = loss + cfg.pcc_weight * (1.0 - r).mean()
+        miss = 1.0 - r if weights is None else (1.0 - r) * weights.float()
+        loss = loss + cfg.pcc_weight * miss.mean()
         logs["train_pcc"] = float(r.mean().detach())
     return loss, logs
 
@@ -1240,8 +1260,11 @@ def _fmt(losses: dict[str, float], state: _State, val: float | None = None) -> d
     return out
 
 
-def plot_history(history: list[dict[str, Any]], path: Path, pretrain_steps: int = 0) -> Path:
-    """Training/validation MAE and GAN losses against the step, as a PNG (matplotlib Agg)."""
+def plot_history(
+    history: list[dict[str, Any]], path: Path, pretrain_steps: int = 0, loss: str = "l1"
+) -> Path:
+    """Training/validation MAE and GAN losses against the step, as a PNG (matplotlib Agg);
+    ``loss`` names the reconstruction loss that was optimised (the title says it)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -1273,7 +1296,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, pretrain_steps: int 
         ax2.set_xlabel("step")
         ax2.set_title("GAN losses")
     else:
-        ax1.set_title("L1 training (no GAN phase)")
+        ax1.set_title(f"{loss.upper()} training (no GAN phase), MAE monitored")
     for ax in axes:
         if 0 < pretrain_steps < (max(steps) if steps else 0):
             ax.axvline(pretrain_steps, color="grey", lw=0.8, ls="--")
