@@ -15,10 +15,7 @@
 # CLEAN=1 also writes OUT_DIR/clean/NAME.ome.tif: the same field and planes without camera
 # noise (--no-noise, the expected counts), for `live-deepz train --second-exposure` as
 # noise-free targets (session 15).
-# SEED_OFFSET=N adds N to every sample seed (and name): another draw of the same kinds of
-# samples, for more training data (session 15). The evaluation uses seeds 1000-1002+.
 set -euo pipefail
-o=${SEED_OFFSET:-0}
 out=${1:-runs/default_data}; size=${2:-256}
 mkdir -p "$out"
 if [ "${JOBS:-1}" -gt 1 ] && [ -z "${_WORKER:-}" ]; then
@@ -50,17 +47,17 @@ sim_one() {
   live-deepz simulate --quiet --size "$size" --z-range -15 15 --z-step 0.5 "$@" -o "$tmp/$name.ome.tif"
   mv "$tmp/$name".* "$dir/" && rmdir "$tmp" "$dir/.claim-$name"
 }
-for b in 101 102 103 104 105 106; do s=$((b + o)); sim beads_$s --sample beads --density 4 --seed $s; done
-for b in 111 112 113 114 115 116 117 118; do s=$((b + o)); sim beadsvol_$s --sample beads-volume --thickness-um 8 --density 2 --seed $s; done
-for b in 121 122; do s=$((b + o)); sim beadstilt_$s --sample beads-tilted --density 4 --tilt-deg 1.5 --azimuth-deg $((s*37 % 360)) --seed $s; done
-for b in 131 132 133 134 135 136; do s=$((b + o)); sim worm_$s --sample worm --seed $s; done
-for b in 141 142 143 144; do s=$((b + o)); sim filaments_$s --sample filaments --thickness-um 6 --seed $s; done
+for s in 101 102 103 104 105 106; do sim beads_$s --sample beads --density 4 --seed $s; done
+for s in 111 112 113 114 115 116 117 118; do sim beadsvol_$s --sample beads-volume --thickness-um 8 --density 2 --seed $s; done
+for s in 121 122; do sim beadstilt_$s --sample beads-tilted --density 4 --tilt-deg 1.5 --azimuth-deg $((s*37 % 360)) --seed $s; done
+for s in 131 132 133 134 135 136; do sim worm_$s --sample worm --seed $s; done
+for s in 141 142 143 144; do sim filaments_$s --sample filaments --thickness-um 6 --seed $s; done
 # session 4: other exposures, cylinders, thick bead gels
-for b in 107 108; do s=$((b + o)); sim beads_${s}_5ms --sample beads --density 4 --exposure-ms 5 --seed $s; done
-s=$((109 + o)); sim beads_${s}_60ms --sample beads --density 4 --exposure-ms 60 --seed $s
-s=$((119 + o)); sim beadsvol_${s}_5ms --sample beads-volume --thickness-um 8 --density 2 --exposure-ms 5 --seed $s
-for b in 151 152; do s=$((b + o)); sim beadscyl_$s --sample beads-cylinder --density 4 --seed $s; done
-for b in 161 162; do s=$((b + o)); sim beadsthick_$s --sample beads-volume --thickness-um 20 --density 1 --seed $s; done
-s=$((137 + o)); sim worm_${s}_5ms --sample worm --exposure-ms 5 --seed $s
-s=$((145 + o)); sim filaments_${s}_5ms --sample filaments --thickness-um 6 --exposure-ms 5 --seed $s
+for s in 107 108; do sim beads_${s}_5ms --sample beads --density 4 --exposure-ms 5 --seed $s; done
+sim beads_109_60ms --sample beads --density 4 --exposure-ms 60 --seed 109
+sim beadsvol_119_5ms --sample beads-volume --thickness-um 8 --density 2 --exposure-ms 5 --seed 119
+for s in 151 152; do sim beadscyl_$s --sample beads-cylinder --density 4 --seed $s; done
+for s in 161 162; do sim beadsthick_$s --sample beads-volume --thickness-um 20 --density 1 --seed $s; done
+sim worm_137_5ms --sample worm --exposure-ms 5 --seed 137
+sim filaments_145_5ms --sample filaments --thickness-um 6 --exposure-ms 5 --seed 145
 ls -la "$out"
