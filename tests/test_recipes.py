@@ -238,7 +238,7 @@ def test_unbiased_targets_weigh_the_focus_targeted_draws_back_to_uniform(data) -
     assert counts.max() > 3 * counts.min()
     assert weights.sum() / 6000 == pytest.approx(1.0, abs=0.05)
     np.testing.assert_allclose(weights / weights.sum(), 1.0 / n, rtol=0.15)
-    x, z, w = s.batch_weighted(0, 6)
+    x, _z, w = s.batch_weighted(0, 6)
     assert w.shape == (6,) and torch.equal(s.batch(0, 6)[0], x)
     plain = FocusSampler(data, dataclasses.replace(cfg, unbiased_targets=False), seed=5)
     assert torch.equal(plain.batch_weighted(0, 6)[2], torch.ones(6))
@@ -559,7 +559,12 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
     data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
     out = tmp_path / "fastcli"
     base = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
-    assert main([*base, "--steps", "3"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main([*base, "--steps", "3", "--threads", str(threads + 1)]) == 0
+        assert torch.get_num_threads() == threads + 1  # --threads is used, not ignored
+    finally:
+        torch.set_num_threads(threads)
     with pytest.warns(UnfinishedModelWarning):
         card = load_model(out).card
     t = card.training
@@ -570,7 +575,7 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         "belongs to the paper recipe": [*base, "--steps", "3", "--pretrain-steps", "1"],
         "TOTAL number": [*base, "--recipe", "paper", "--pretrain-steps", "5", "--steps", "0"],
         "--region differs": [*base, "--recipe", "paper", "--steps", "1"],
-        "--distinct-planes need": [
+        "--distinct-planes needs --recipe fast": [
             *_cli(tmp_path, "--data", *data, "-o", str(out)),
             *("--recipe", "paper", "--distinct-planes"),
         ],
@@ -588,6 +593,15 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         "add --disk-features": [*base, "--steps", "1", "--disk-gain", "8"],
         "--disk-gain must be > 0": [*base, "--steps", "1", "--disk-features", "--disk-gain", "0"],
         "smoothing of --lowpass-weight": [*base, "--steps", "1", "--lowpass-sigma", "2"],
+        "--threads must be >= 1": [*base, "--steps", "1", "--threads", "0"],
+        "--unbiased-targets needs --recipe fast": [
+            *_cli(tmp_path, "--data", *data, "-o", str(out)),
+            *("--recipe", "paper", "--unbiased-targets"),
+        ],
+        "cannot be combined with --mirror-target-fraction": [
+            *base,
+            *("--steps", "1", "--unbiased-targets", "--mirror-target-fraction", "0.5"),
+        ],
         "--l1-weight adds an absolute-error term": [
             *base,
             *("--steps", "1", "--loss", "l1", "--l1-weight", "0.3"),

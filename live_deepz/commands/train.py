@@ -502,6 +502,17 @@ def _disk_gain(args: argparse.Namespace) -> float:
     return DEFAULT_DISK_GAIN if args.disk_gain is None else float(args.disk_gain)
 
 
+def _set_threads(threads: int | None) -> None:
+    """``--threads N``: PyTorch's CPU threads for either architecture (None: unchanged)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..model_home import model_output_folder
 
@@ -512,6 +523,7 @@ def run(args: argparse.Namespace) -> int:
             f"models`; -o ./{given} writes into the current folder)",
             file=sys.stderr,
         )
+    _set_threads(getattr(args, "threads", None))
     if getattr(args, "arch", "deepz-unet") == "wfcon3d":
         if args.init is not None:
             raise InputError("--init fine-tunes Deep-Z models; it is not available for wfcon3d")
@@ -623,28 +635,28 @@ def run(args: argparse.Namespace) -> int:
                     if v is not None
                 },
             )
-        elif any(
-            v is not None
-            for v in (
-                args.centred_fraction,
-                args.focus_target_fraction,
-                args.focus_input_fraction,
-                args.far_input_fraction,
-                args.mirror_target_fraction,
-                args.self_norm_fraction,
-                args.balance,
-                args.distinct_planes,
-                args.mean_targets,
-                args.swap_exposures,
-                args.unbiased_targets,
-            )
-        ):
-            raise InputError(
-                "--centred-fraction/--focus-target-fraction/--focus-input-fraction/"
-                "--far-input-fraction/--mirror-target-fraction/--self-norm-fraction/--balance/"
-                "--distinct-planes/--mean-targets/--swap-exposures/--unbiased-targets need "
-                "--recipe fast"
-            )
+        else:
+            given = [
+                "--" + name.replace("_", "-")
+                for name in (
+                    "centred_fraction",
+                    "focus_target_fraction",
+                    "focus_input_fraction",
+                    "far_input_fraction",
+                    "mirror_target_fraction",
+                    "self_norm_fraction",
+                    "balance",
+                    "distinct_planes",
+                    "mean_targets",
+                    "swap_exposures",
+                    "unbiased_targets",
+                )
+                if getattr(args, name) is not None
+            ]
+            if given:
+                raise InputError(
+                    f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --recipe fast"
+                )
         pcfg = PairConfig(
             patch=region,
             z_half_range_um=args.z_half_range,

@@ -48,14 +48,11 @@ def add_wfcon_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_wfcon(args: argparse.Namespace) -> int:
-    import torch
 
     from ..training.wfcon import WFConTrainConfig, load_stack_pairs, train_wfcon
 
     if not args.labels:
         raise InputError("--arch wfcon3d needs --labels: one confocal stack per --data stack")
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
     out = args.output
     if getattr(args, "overwrite", False) and (out / "checkpoint").exists():
         import shutil
