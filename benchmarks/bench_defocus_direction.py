@@ -82,10 +82,25 @@ def simulate(seed: int, density: float, optics: Any) -> dict[str, Any]:
     }
 
 
+def load_models(names: list[str]) -> tuple[dict[str, Any], Any]:
+    """The models by name and their common optics (SystemExit when they differ)."""
+    from live_deepz.modelfile import load_model, resolve_model
+
+    models = {name: load_model(resolve_model(name)) for name in names}
+    optics = {name: m.card.optics_obj for name, m in models.items()}
+    first = optics[names[0]]
+    if any(o != first for o in optics.values()):
+        raise SystemExit(
+            "the models were trained for different optics ("
+            + "; ".join(f"{n}: {o}" for n, o in optics.items())
+            + "): compare them in separate runs"
+        )
+    return models, first
+
+
 def main(argv: list[str] | None = None) -> int:
     from live_deepz.analysis.evaluation import pearson
     from live_deepz.engine import Refocuser, create_backend
-    from live_deepz.modelfile import load_model, resolve_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", action="append", required=True, help="repeat to compare models")
@@ -114,16 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    models = {name: load_model(resolve_model(name)) for name in args.model}
-    optics = {name: m.card.optics_obj for name, m in models.items()}
-    first = args.model[0]
-    if any(o != optics[first] for o in optics.values()):
-        raise SystemExit(
-            "the models were trained for different optics ("
-            + "; ".join(f"{n}: {o}" for n, o in optics.items())
-            + "): compare them in separate runs"
-        )
-    sim = simulate(args.seed, args.density, optics[first])
+    models, optics = load_models(args.model)
+    sim = simulate(args.seed, args.density, optics)
     z, focus, clean = sim["z"], sim["focus"], sim["clean"]
 
     def index(pos_um: float) -> int:

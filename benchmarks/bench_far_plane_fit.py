@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_defocus_direction import load_models  # this folder, on sys.path
 
 SIZE_PX = 256
 INPUT_UM = -5.0
@@ -85,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.ndimage import gaussian_filter
 
     from live_deepz.engine import Refocuser, create_backend
-    from live_deepz.modelfile import load_model, resolve_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", action="append", required=True, help="repeat to compare models")
@@ -100,12 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    models = {m: load_model(resolve_model(m)) for m in args.model}
-    optics = {m: model.card.optics_obj for m, model in models.items()}
-    first = args.model[0]
-    if any(o != optics[first] for o in optics.values()):
-        p.error("the models have different optics; compare models of one microscope")
-    scene = simulate(args.seed, optics[first], list(args.dz_um))
+    models, optics = load_models(args.model)
+    scene = simulate(args.seed, optics, list(args.dz_um))
     smooth = gaussian_filter(scene["input"], 1.0)
     outputs: dict[str, np.ndarray] = {}
     report: dict[str, Any] = {}

@@ -547,6 +547,7 @@ def run(args: argparse.Namespace) -> int:
         recipe,
     )
     from ..training.ddp import barrier, cleanup, init_distributed
+    from ..training.sampling import OPTIONS as SAMPLING_OPTIONS
     from ..training.trainer import CHECKPOINT_DIR, Trainer, resolve_device
 
     device = resolve_device(args.device)
@@ -613,50 +614,12 @@ def run(args: argparse.Namespace) -> int:
         if rec.sampling is None and region != patch:
             raise InputError("--region differs from --patch only with --recipe fast")
         sampling = None
+        asked = {k: getattr(args, k) for k in SAMPLING_OPTIONS if getattr(args, k) is not None}
         if rec.sampling is not None:
-            sampling = replace(
-                rec.sampling,
-                crop=patch,
-                **{
-                    k: v
-                    for k, v in (
-                        ("centred_fraction", args.centred_fraction),
-                        ("focus_target_fraction", args.focus_target_fraction),
-                        ("focus_input_fraction", args.focus_input_fraction),
-                        ("far_input_fraction", args.far_input_fraction),
-                        ("mirror_target_fraction", args.mirror_target_fraction),
-                        ("self_norm_fraction", args.self_norm_fraction),
-                        ("balance", args.balance),
-                        ("distinct_planes", args.distinct_planes),
-                        ("mean_targets", args.mean_targets),
-                        ("swap_exposures", args.swap_exposures),
-                        ("unbiased_targets", args.unbiased_targets),
-                    )
-                    if v is not None
-                },
-            )
-        else:
-            given = [
-                "--" + name.replace("_", "-")
-                for name in (
-                    "centred_fraction",
-                    "focus_target_fraction",
-                    "focus_input_fraction",
-                    "far_input_fraction",
-                    "mirror_target_fraction",
-                    "self_norm_fraction",
-                    "balance",
-                    "distinct_planes",
-                    "mean_targets",
-                    "swap_exposures",
-                    "unbiased_targets",
-                )
-                if getattr(args, name) is not None
-            ]
-            if given:
-                raise InputError(
-                    f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --recipe fast"
-                )
+            sampling = replace(rec.sampling, crop=patch, **asked)
+        elif asked:
+            given = ", ".join("--" + k.replace("_", "-") for k in asked)
+            raise InputError(f"{given} {'needs' if len(asked) == 1 else 'need'} --recipe fast")
         pcfg = PairConfig(
             patch=region,
             z_half_range_um=args.z_half_range,

@@ -69,9 +69,27 @@ from ..errors import InputError
 from ..normalize import Normalization, fit_normalization
 from .pairs import PairData, Region, augment, foreground_mask
 
-__all__ = ["BALANCES", "FocusSampler", "SamplingConfig", "field_peaks"]
+__all__ = ["BALANCES", "FRACTIONS", "OPTIONS", "FocusSampler", "SamplingConfig", "field_peaks"]
 
 BALANCES = ("objects", "stacks")
+FRACTIONS = (
+    "centred_fraction",
+    "focus_target_fraction",
+    "focus_input_fraction",
+    "far_input_fraction",
+    "mirror_target_fraction",
+    "self_norm_fraction",
+)
+"""The :class:`SamplingConfig` fields that are fractions in [0, 1]."""
+OPTIONS = (
+    *FRACTIONS,
+    "balance",
+    "distinct_planes",
+    "mean_targets",
+    "swap_exposures",
+    "unbiased_targets",
+)
+"""The :class:`SamplingConfig` fields that `live-deepz train` sets from same-named options."""
 
 
 @dataclass(frozen=True)
@@ -133,14 +151,7 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
             raise InputError(f"--patch must be a multiple of 16 and >= 16, got {self.crop}")
-        for name in (
-            "centred_fraction",
-            "focus_target_fraction",
-            "focus_input_fraction",
-            "far_input_fraction",
-            "mirror_target_fraction",
-            "self_norm_fraction",
-        ):
+        for name in FRACTIONS:
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise InputError(f"{name.replace('_', '-')} must lie in [0, 1], got {v}")
