@@ -621,6 +621,19 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         assert message in capsys.readouterr().err, message
 
 
+def test_cli_unbiased_targets_train_and_are_recorded(tmp_path) -> None:
+    pytest.importorskip("live_deepz.io")
+    from live_deepz.cli import main
+
+    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
+    out = tmp_path / "unbiased"
+    args = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    assert main([*args, "--steps", "2", "--unbiased-targets"]) == 0
+    with pytest.warns(UnfinishedModelWarning):
+        sampling = load_model(out).card.training["sampling"]
+    assert sampling["unbiased_targets"] is True
+
+
 def test_cli_fast_gan_phase_is_the_last_of_the_steps_and_is_recorded(tmp_path) -> None:
     pytest.importorskip("live_deepz.io")
     from live_deepz.cli import main

@@ -48,7 +48,6 @@ def add_wfcon_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_wfcon(args: argparse.Namespace) -> int:
-
     from ..training.wfcon import WFConTrainConfig, load_stack_pairs, train_wfcon
 
     if not args.labels:
