@@ -1193,7 +1193,7 @@ def reconstruction_loss(
         loss = mean(err)
     if cfg.pcc_weight:
         r = patch_correlation(fake.float(), z)
-        miss = 1.0 - r if weights is None else (1.0 - r) * weights.float()
+        miss = 1.0 - r if item_w is None else (1.0 - r) * item_w.flatten()
         loss = loss + cfg.pcc_weight * miss.mean()
         logs["train_pcc"] = float(r.mean().detach())
     return loss, logs
