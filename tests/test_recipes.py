@@ -489,6 +489,31 @@ def test_an_interrupted_run_leaves_a_model_that_says_so(data, tmp_path) -> None:
     assert "interrupted" in model_summary(tmp_path / "cut")["warning"]
 
 
+def test_resume_refuses_other_sampling_options_and_reads_missing_ones_as_defaults(
+    data, tmp_path
+) -> None:
+    cfg = dataclasses.replace(TINY_FAST, pretrain_steps=2, select_on="last")
+    train(data, cfg, tmp_path / "m")
+    longer = dataclasses.replace(cfg, pretrain_steps=4)
+    other = dataclasses.replace(cfg.sampling, focus_target_fraction=0.25)
+    with pytest.raises(InputError, match=r"focus_target_fraction=0\.5, this run asks for 0\.25"):
+        train(data, dataclasses.replace(longer, sampling=other), tmp_path / "m", resume=True)
+    with pytest.raises(InputError, match="focus-centred sampling"):
+        train(data, dataclasses.replace(longer, sampling=None), tmp_path / "m", resume=True)
+    # a checkpoint written before an option existed was trained with its default
+    state = tmp_path / "m" / "checkpoint" / "state.json"
+    meta = json.loads(state.read_text())
+    del meta["config"]["sampling"]["unbiased_targets"]
+    state.write_text(json.dumps(meta))
+    assert train(data, longer, tmp_path / "m", resume=True).steps == 4
+    meta = json.loads(state.read_text())
+    del meta["config"]["sampling"]["unbiased_targets"]
+    state.write_text(json.dumps(meta))
+    unbiased = dataclasses.replace(cfg.sampling, unbiased_targets=True)
+    with pytest.raises(InputError, match="unbiased_targets=False"):
+        train(data, dataclasses.replace(longer, sampling=unbiased), tmp_path / "m", resume=True)
+
+
 def test_init_from_a_model_starts_from_its_weights_and_checks_the_architecture(
     data, tmp_path
 ) -> None:

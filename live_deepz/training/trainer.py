@@ -154,6 +154,27 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "disc_blur_px": 0.0,
     "disc_conditional": False,
 }
+
+
+def _sampling_mismatch(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
+    """How a checkpoint's sampling differs from this run's (``None`` = the same).
+
+    A field the checkpoint lacks (added after it was written) counts as its default, which
+    is what every earlier run used.
+    """
+    if saved is None or now is None:
+        if saved is now:
+            return None
+        return "pair-table sampling" if saved is None else "focus-centred sampling"
+    from .sampling import SamplingConfig
+
+    defaults = asdict(SamplingConfig())
+    for key, value in now.items():
+        if saved.get(key, defaults[key]) != value:
+            return f"sampling {key}={saved.get(key, defaults[key])!r}, this run asks for {value!r}"
+    return None
+
+
 #: Bright target pixels (normalised intensity) for the balanced validation MAE.
 FG_THRESHOLD = 0.15
 LOSSES = ("l1", "mse")
@@ -821,6 +842,12 @@ class Trainer:
                     f"{saved.get(key)!r}, this run asks for {now[key]!r}; pass the same value "
                     "or train into a new folder"
                 )
+        mismatch = _sampling_mismatch(saved.get("sampling"), now["sampling"])
+        if mismatch is not None:
+            raise InputError(
+                f"cannot resume: the checkpoint in {self.out} was trained with {mismatch}; "
+                "pass the same sampling options or train into a new folder"
+            )
         if meta.get("data_fingerprint") != self.data.fingerprint():
             raise InputError(
                 f"cannot resume: the training data differ from those of the checkpoint in "
