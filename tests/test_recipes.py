@@ -623,6 +623,7 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
             *_cli(tmp_path, "--data", *data, "-o", str(out)),
             *("--recipe", "paper", "--unbiased-targets"),
         ],
+        "--unbiased-from needs --unbiased-targets": [*base, "--steps", "1", "--unbiased-from", "1"],
         "cannot be combined with --mirror-target-fraction": [
             *base,
             *("--steps", "1", "--unbiased-targets", "--mirror-target-fraction", "0.5"),
@@ -653,10 +654,24 @@ def test_cli_unbiased_targets_train_and_are_recorded(tmp_path) -> None:
     data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
     out = tmp_path / "unbiased"
     args = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
-    assert main([*args, "--steps", "2", "--unbiased-targets"]) == 0
+    assert main([*args, "--steps", "2", "--unbiased-targets", "--unbiased-from", "0.5"]) == 0
     with pytest.warns(UnfinishedModelWarning):
         sampling = load_model(out).card.training["sampling"]
-    assert sampling["unbiased_targets"] is True
+    assert sampling["unbiased_targets"] is True and sampling["unbiased_from"] == 0.5
+
+
+def test_unbiased_from_weighs_items_only_from_that_progress_on(data, tmp_path) -> None:
+    sampling = dataclasses.replace(
+        TINY_FAST.sampling, unbiased_targets=True, unbiased_from=0.5, focus_target_fraction=1.0
+    )
+    trainer = Trainer(dataclasses.replace(TINY_FAST, sampling=sampling), data, tmp_path / "m")
+    x0, z0, w0 = trainer._batch(3, progress=0.49)
+    x1, z1, w1 = trainer._batch(3, progress=0.5)
+    assert w0 is None and w1 is not None and w1.shape == (TINY_FAST.batch_size,)
+    assert torch.equal(x0, x1) and torch.equal(z0, z1)  # the same items, now weighted
+    assert not torch.allclose(w1, torch.ones_like(w1))
+    with pytest.raises(InputError, match="unbiased-from must lie in"):
+        dataclasses.replace(sampling, unbiased_from=1.5)
 
 
 def test_cli_fast_gan_phase_is_the_last_of_the_steps_and_is_recorded(tmp_path) -> None:

@@ -336,6 +336,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "that the DPM points at an object's focus (off by default)",
     )
     t.add_argument(
+        "--unbiased-from",
+        type=float,
+        metavar="F",
+        default=None,
+        help="fast, with --unbiased-targets: apply the weights only from this fraction of the "
+        "run on (0-1, the learning-rate schedule's progress); before it the focus-targeted "
+        "draws count with their bias (default 0: weighted from the start)",
+    )
+    t.add_argument(
         "--init",
         metavar="MODEL",
         help="start from this model's weights (name or folder) instead of a random "

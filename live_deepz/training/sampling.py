@@ -43,13 +43,13 @@ draws each training item afresh from ``(seed, batch number)``:
 * with probability ``self_norm_fraction`` the input and the target are rescaled with the
   normalisation fitted on the input plane itself, as ``refocus`` and the live pipeline's
   first-frame fit do, instead of the stack's (EDF) normalisation alone;
-* with ``unbiased_targets`` each centred item's loss is weighted by u(target) / q(target),
-  u the uniform density over the target window and q the density the focus targeting
-  actually draws from: the expected loss is then that of uniformly drawn targets, so the
-  DPM no longer says where an object is in focus (without the weights, a DPM that points at
-  an object's focus is several times likelier than one that does not, and a network learns
-  to paint a focused object wherever it is asked to go); the focus-targeted draws still
-  lower the variance of the gradient at the focus;
+* with ``unbiased_targets`` (from ``unbiased_from`` of the run on) each centred item's loss
+  is weighted by u(target) / q(target), u the uniform density over the target window and q
+  the density the focus targeting actually draws from: the expected loss is then that of
+  uniformly drawn targets, so the DPM no longer says where an object is in focus (without
+  the weights, a DPM that points at an object's focus is several times likelier than one
+  that does not, and a network learns to paint a focused object wherever it is asked to go);
+  the focus-targeted draws still lower the variance of the gradient at the focus;
 * one of the 8 flips/90° rotations.
 
 An independent ablation on this project's 2-core CPU (issue 14) measured each of the
@@ -79,6 +79,7 @@ FRACTIONS = (
     "far_input_fraction",
     "mirror_target_fraction",
     "self_norm_fraction",
+    "unbiased_from",
 )
 """The :class:`SamplingConfig` fields that are fractions in [0, 1]."""
 OPTIONS = (
@@ -147,6 +148,10 @@ class SamplingConfig:
     """Weight each centred item's loss by u / q (uniform over the target window / the focus
     targeting's density), so that the expected loss is that of uniform targets. Off = every
     item weighs 1 (every run before it)."""
+    unbiased_from: float = 0.0
+    """With ``unbiased_targets``: the schedule progress (0–1, the learning rate's) from which
+    the weights apply; before it every item weighs 1, so the run first practises refocusing
+    with the focus-targeted draws' bias, then unlearns it. 0 = weighted from the start."""
 
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 16:
@@ -168,6 +173,8 @@ class SamplingConfig:
                     "--unbiased-targets weights only the focus targeting; it cannot be combined "
                     f"with --{', --'.join(n.replace('_', '-') for n in other)}"
                 )
+        if self.unbiased_from and not self.unbiased_targets:
+            raise InputError("--unbiased-from needs --unbiased-targets")
         if self.balance not in BALANCES:
             raise InputError(
                 f"--balance must be one of {', '.join(BALANCES)}, not {self.balance!r}"

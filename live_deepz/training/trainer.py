@@ -581,13 +581,16 @@ class Trainer:
             idx[j], aug[j] = perm[pos % n], augs[pos % n]
         return idx, aug
 
-    def _batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Global batch ``k`` (this process's shard): inputs, targets and the items' loss
-        weights (None: every item weighs 1)."""
+    def _batch(
+        self, k: int, progress: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Global batch ``k`` (this process's shard) at schedule ``progress``: inputs,
+        targets and the items' loss weights (None: every item weighs 1)."""
         w = None
         if self.sampler is not None:
             keep = shard(np.arange(self.cfg.batch_size), self.env)
-            if self.sampler.cfg.unbiased_targets:
+            sampling = self.sampler.cfg
+            if sampling.unbiased_targets and progress >= sampling.unbiased_from:
                 x, z, w = self.sampler.batch_weighted(k, self.cfg.batch_size)
                 w = w[keep].to(self.device)
             else:
@@ -1075,7 +1078,7 @@ class Trainer:
         try:
             while state.pretrain_done < cfg.pretrain_steps and not out_of_time():
                 set_lr()
-                x, z, w = self._batch(state.batches)
+                x, z, w = self._batch(state.batches, progress_fraction())
                 state.batches += 1
                 losses = g_step(x, z, adversarial=False, w=w)
                 state.pretrain_done += 1
@@ -1083,7 +1086,7 @@ class Trainer:
                 estimate()
             while state.gan_done < cfg.steps and not out_of_time():
                 set_lr()
-                x, z, w = self._batch(state.batches)
+                x, z, w = self._batch(state.batches, progress_fraction())
                 state.batches += 1
                 sums: dict[str, list[float]] = {}
                 for kind in schedule:
