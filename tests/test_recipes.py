@@ -664,12 +664,24 @@ def test_unbiased_from_weighs_items_only_from_that_progress_on(data, tmp_path) -
     sampling = dataclasses.replace(
         TINY_FAST.sampling, unbiased_targets=True, unbiased_from=0.5, focus_target_fraction=1.0
     )
-    trainer = Trainer(dataclasses.replace(TINY_FAST, sampling=sampling), data, tmp_path / "m")
+    cfg = dataclasses.replace(TINY_FAST, sampling=sampling, pretrain_steps=4)
+    trainer = Trainer(cfg, data, tmp_path / "m")
     x0, z0, w0 = trainer._batch(3, progress=0.49)
     x1, z1, w1 = trainer._batch(3, progress=0.5)
     assert w0 is None and w1 is not None and w1.shape == (TINY_FAST.batch_size,)
     assert torch.equal(x0, x1) and torch.equal(z0, z1)  # the same items, now weighted
     assert not torch.allclose(w1, torch.ones_like(w1))
+    # training passes the schedule's progress (here steps done / total steps)
+    seen: list[float] = []
+    real = trainer._batch
+
+    def batch(k: int, progress: float = 1.0):  # type: ignore[no-untyped-def]
+        seen.append(progress)
+        return real(k, progress)
+
+    trainer._batch = batch  # type: ignore[method-assign]
+    trainer.fit()
+    assert seen == [0.0, 0.25, 0.5, 0.75]
     with pytest.raises(InputError, match="unbiased-from must lie in"):
         dataclasses.replace(sampling, unbiased_from=1.5)
 
