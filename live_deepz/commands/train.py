@@ -442,7 +442,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--resume",
         action="store_true",
-        help="continue the training checkpointed in the output folder",
+        help="continue the training checkpointed in the output folder, with the same "
+        "options (another architecture, loss, data or sampling option is refused)",
     )
     t.add_argument(
         "--overwrite",
