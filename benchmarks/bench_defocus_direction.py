@@ -82,6 +82,23 @@ def simulate(seed: int, density: float, optics: Any) -> dict[str, Any]:
     }
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options these model benchmarks share: sample seed, threads, JSON and PNG output."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--png", type=Path)
+
+
+def start(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """Apply ``--threads`` and load the ``--model`` list (see :func:`load_models`)."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return load_models(args.model)
+
+
 def load_models(names: list[str]) -> tuple[dict[str, Any], Any]:
     """The models by name and their common optics (SystemExit when they differ)."""
     from live_deepz.modelfile import load_model, resolve_model
@@ -118,18 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[2.0, 3.0, 4.0, 6.0],
         help="refocus distances further from focus, µm",
     )
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--density", type=float, default=0.15, help="beads per 100 µm²")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", type=Path)
-    p.add_argument("--png", type=Path)
+    add_run_arguments(p)
     args = p.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    models, optics = load_models(args.model)
+    models, optics = start(args)
     sim = simulate(args.seed, args.density, optics)
     z, focus, clean = sim["z"], sim["focus"], sim["clean"]
 

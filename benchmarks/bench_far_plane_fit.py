@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_defocus_direction import load_models  # this folder, on sys.path
+from bench_defocus_direction import add_run_arguments, start  # this folder, on sys.path
 
 SIZE_PX = 256
 INPUT_UM = -5.0
@@ -90,17 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", action="append", required=True, help="repeat to compare models")
     p.add_argument("--dz-um", type=float, nargs="+", default=[-3.0, -5.0, -7.0, 3.0, 5.0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", type=Path)
-    p.add_argument("--png", type=Path)
+    add_run_arguments(p)
     args = p.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    models, optics = load_models(args.model)
+    models, optics = start(args)
     scene = simulate(args.seed, optics, list(args.dz_um))
     smooth = gaussian_filter(scene["input"], 1.0)
     outputs: dict[str, np.ndarray] = {}
