@@ -660,14 +660,29 @@ def test_cli_unbiased_targets_train_and_are_recorded(tmp_path) -> None:
     assert sampling["unbiased_targets"] is True and sampling["unbiased_from"] == 0.5
 
 
+def test_cli_focus_map_weight_trains_and_is_recorded(tmp_path, capsys) -> None:
+    pytest.importorskip("live_deepz.io")
+    from live_deepz.cli import main
+
+    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
+    out = tmp_path / "focusmap"
+    args = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    assert main([*args, "--steps", "2", "--focus-map-weight", "0.01"]) == 0
+    with pytest.warns(UnfinishedModelWarning):
+        assert load_model(out).card.training["focus_map_weight"] == 0.01
+    paper = _cli(tmp_path, "--data", *data, "-o", str(tmp_path / "p"), "--patch", "16")
+    assert main([*paper, "--steps", "2", "--recipe", "paper", "--focus-map-weight", "1"]) == 1
+    assert "--focus-map-weight needs the fast recipe" in capsys.readouterr().err
+
+
 def test_unbiased_from_weighs_items_only_from_that_progress_on(data, tmp_path) -> None:
     sampling = dataclasses.replace(
         TINY_FAST.sampling, unbiased_targets=True, unbiased_from=0.5, focus_target_fraction=1.0
     )
     cfg = dataclasses.replace(TINY_FAST, sampling=sampling, pretrain_steps=4)
     trainer = Trainer(cfg, data, tmp_path / "m")
-    x0, z0, w0 = trainer._batch(3, progress=0.49)
-    x1, z1, w1 = trainer._batch(3, progress=0.5)
+    x0, z0, w0, _ = trainer._batch(3, progress=0.49)
+    x1, z1, w1, _ = trainer._batch(3, progress=0.5)
     assert w0 is None and w1 is not None and w1.shape == (TINY_FAST.batch_size,)
     assert torch.equal(x0, x1) and torch.equal(z0, z1)  # the same items, now weighted
     assert not torch.allclose(w1, torch.ones_like(w1))

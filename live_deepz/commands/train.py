@@ -435,6 +435,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(faint targets) count more; the best output stays the expected target (default 0)",
     )
     t.add_argument(
+        "--focus-map-weight",
+        type=float,
+        default=0.0,
+        metavar="K",
+        help="fast recipe: add K times the error of a training-only head that predicts, at "
+        "each object, the DPM that brings it into focus (a direct signal for the side of "
+        "focus; the saved model does not contain the head; default 0 = off)",
+    )
+    t.add_argument(
         "--lr-g", type=float, help="generator learning rate (default: paper 1e-4, fast 1e-3)"
     )
     t.add_argument("--lr-d", type=float, default=3e-5, help="discriminator learning rate")
@@ -677,6 +686,7 @@ def run(args: argparse.Namespace) -> int:
             lowpass_weight=args.lowpass_weight,
             lowpass_sigma_px=_lowpass_sigma(args),
             dz_weight=args.dz_weight,
+            focus_map_weight=args.focus_map_weight,
             adv_weight=pick(args.adv_weight, FAST_ADV_WEIGHT) if fast_gan else None,
             disc_blur_px=pick(args.disc_blur, FAST_DISC_BLUR_PX if fast_gan else 0.0),
             disc_conditional=bool(args.disc_conditional),
@@ -747,6 +757,7 @@ def run(args: argparse.Namespace) -> int:
                 else ""
             )
             + (f", error weight 1 + {tcfg.dz_weight:g}|DPM|/10 um" if tcfg.dz_weight else "")
+            + (f", focus-map weight {tcfg.focus_map_weight:g}" if tcfg.focus_map_weight else "")
             + (f", {env.world_size} processes" if env.distributed else "")
         )
         command = _command_line()

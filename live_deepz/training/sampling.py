@@ -91,6 +91,8 @@ OPTIONS = (
     "unbiased_targets",
 )
 """The :class:`SamplingConfig` fields that `live-deepz train` sets from same-named options."""
+FOCUS_MAP_RADIUS_PX = 2
+"""Radius of the disk around each object that a focus map labels (px)."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ class FocusSampler:
         self.peak_region = np.asarray(reg, dtype=np.int64)
         self.peak_focus = np.asarray(focus, dtype=np.int64)
         fields = np.asarray([self.regions[k].field for k in reg], dtype=np.int64)
+        self.peak_field = fields
         self._peaks_of_field = [np.flatnonzero(fields == f) for f in np.unique(fields)]
         self._plane_norms: dict[tuple[int, int], Normalization | None] = {}
         both = data.summary.extra.get("targets") == "second exposure"
@@ -372,14 +375,66 @@ class FocusSampler:
 
     def batch_weighted(self, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`batch` and the ``(n,)`` loss weights of its items (see ``unbiased_targets``)."""
+        x, z, w, _ = self._draw(k, n, focus_maps=False)
+        return x, z, w
+
+    def batch_with_focus_maps(
+        self, k: int, n: int, radius_px: int = FOCUS_MAP_RADIUS_PX
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`batch_weighted` (the same items) and ``(n, 2, P, P)`` focus maps: channel 0
+        the refocus distance that brings each object in the crop into focus from the input
+        plane (its focus minus the input's z, / ``dpm_scale_um``: the DPM that focuses it),
+        on a disk of ``radius_px`` around the object; channel 1 that disk (1) or not (0)."""
+        x, z, w, maps = self._draw(k, n, focus_maps=True, radius_px=radius_px)
+        assert maps is not None
+        return x, z, w, maps
+
+    def focus_map(
+        self, region: int, y0: int, x0: int, zin: int, radius_px: int = FOCUS_MAP_RADIUS_PX
+    ) -> np.ndarray:
+        """``(2, P, P)`` focus map of the crop at ``(y0, x0)`` of region ``region`` for input
+        plane ``zin`` (see :meth:`batch_with_focus_maps`). Objects whose focus plane is the
+        first or last of the stack (the focus may lie beyond it) are left out."""
+        r, p = self.regions[region], self.cfg.crop
+        out = np.zeros((2, p, p), dtype=np.float32)
+        tgt = self.data.fields[r.target_field]
+        last = tgt.array.shape[0] - 1
+        mine = np.flatnonzero(
+            (self.peak_field == r.field)
+            & (self.peak_y >= y0)
+            & (self.peak_y < y0 + p)
+            & (self.peak_x >= x0)
+            & (self.peak_x < x0 + p)
+            & (self.peak_focus > 0)
+            & (self.peak_focus < last)
+        )
+        if mine.size == 0:
+            return out
+        z_in = float(self.data.fields[r.field].z_um[zin])
+        yy, xx = np.mgrid[:p, :p]
+        for j in mine:
+            disk = (yy - (self.peak_y[j] - y0)) ** 2 + (xx - (self.peak_x[j] - x0)) ** 2
+            inside = disk <= radius_px**2
+            focus_um = float(tgt.z_um[int(self.peak_focus[j])])
+            out[0][inside] = (focus_um - z_in) / self.data.cfg.dpm_scale_um
+            out[1][inside] = 1.0
+        return out
+
+    def _draw(
+        self, k: int, n: int, focus_maps: bool, radius_px: int = FOCUS_MAP_RADIUS_PX
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Batch ``k`` of ``n`` items, their weights and (``focus_maps``) their focus maps."""
         rng = np.random.default_rng([self.seed, 303, k])
         p, scale = self.cfg.crop, self.data.cfg.dpm_scale_um
         x = np.empty((n, 2, p, p), dtype=np.float32)
         z = np.empty((n, 1, p, p), dtype=np.float32)
         weights = np.empty(n, dtype=np.float32)
+        maps = np.empty((n, 2, p, p), dtype=np.float32) if focus_maps else None
         for i in range(n):
             (ri, y0, x0, zin, zt, aug, _), weights[i] = self.weighted_item(rng)
             r = self.regions[ri]
+            if maps is not None:  # before an exposure swap moves the crop
+                maps[i] = augment(self.focus_map(ri, y0, x0, zin, radius_px), aug)
             in_field, out_field = r.field, r.target_field
             ty, tx = y0 + (r.ty - r.y), x0 + (r.tx - r.x)
             if self.cfg.swap_exposures and rng.random() < 0.5:
@@ -397,7 +452,12 @@ class FocusSampler:
                     inp[0], out = own.apply(inp[0]), own.apply(out)
             x[i] = augment(inp, aug)
             z[i] = augment(out, aug)
-        return torch.from_numpy(x), torch.from_numpy(z), torch.from_numpy(weights)
+        return (
+            torch.from_numpy(x),
+            torch.from_numpy(z),
+            torch.from_numpy(weights),
+            None if maps is None else torch.from_numpy(maps),
+        )
 
     def plane_normalization(self, field: int, z: int) -> Normalization | None:
         """The normalisation fitted on plane ``z`` of ``field`` itself (in the stack's

@@ -82,6 +82,7 @@ from ..modelfile import ModelCard, load_model, resolve_model, save_model
 from ..network import Discriminator, DiscriminatorConfig
 from ..optics import Optics
 from .ddp import DistEnv, all_reduce_sum, shard, wrap_ddp
+from .focus_head import FocusMapHead, focus_map_loss
 from .pairs import PairData, PairDataset
 
 __all__ = [
@@ -129,6 +130,7 @@ _RESUME_KEYS = (
     "adv_weight",
     "disc_blur_px",
     "disc_conditional",
+    "focus_map_weight",
 )
 
 #: Values of resume keys added later, for checkpoints written before them.
@@ -153,6 +155,7 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "adv_weight": None,
     "disc_blur_px": 0.0,
     "disc_conditional": False,
+    "focus_map_weight": 0.0,
 }
 
 
@@ -299,6 +302,11 @@ class TrainConfig:
     the paper; 0 = off). The weight depends on the input only, so the best output is still
     the expected target; far refocus distances, whose targets are faint, get more of the
     network's attention."""
+    focus_map_weight: float = 0.0
+    """Needs ``sampling``: add this times the error of a training-only head that predicts, at
+    each object, the DPM that brings it into focus
+    (:class:`~live_deepz.training.focus_head.FocusMapHead`): a direct signal for the side of
+    focus. 0 = off. The saved model does not contain the head."""
     adv_weight: float | None = None
     """Generator loss of the GAN phase: None = the paper's ``adversarial + α·loss/2``; a
     number ``W`` = ``loss + W·adversarial`` (the fast recipe's GAN phase: the reconstruction
@@ -374,6 +382,10 @@ class TrainConfig:
             raise InputError(f"--adv-weight must be > 0, got {self.adv_weight}")
         if not self.disc_blur_px >= 0:
             raise InputError(f"--disc-blur must be >= 0 px, got {self.disc_blur_px}")
+        if not (math.isfinite(self.focus_map_weight) and self.focus_map_weight >= 0):
+            raise InputError(f"--focus-map-weight must be >= 0, got {self.focus_map_weight}")
+        if self.focus_map_weight and self.sampling is None:
+            raise InputError("--focus-map-weight needs the fast recipe's object sampling")
         if self.dz_weight and self.fg_weight:
             raise InputError("--dz-weight and --fg-weight are two error weightings: use one")
         if not 0 <= self.ema_decay < 1:
@@ -583,23 +595,28 @@ class Trainer:
 
     def _batch(
         self, k: int, progress: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Global batch ``k`` (this process's shard) at schedule ``progress``: inputs,
-        targets and the items' loss weights (None: every item weighs 1)."""
-        w = None
+        targets, the items' loss weights (None: every item weighs 1) and, with
+        ``focus_map_weight``, their focus maps (else None)."""
+        w = maps = None
         if self.sampler is not None:
             keep = shard(np.arange(self.cfg.batch_size), self.env)
             sampling = self.sampler.cfg
+            x, z, w_all, maps_all = (
+                self.sampler.batch_with_focus_maps(k, self.cfg.batch_size)
+                if self.cfg.focus_map_weight
+                else (*self.sampler.batch_weighted(k, self.cfg.batch_size), None)
+            )
             if sampling.unbiased_targets and progress >= sampling.unbiased_from:
-                x, z, w = self.sampler.batch_weighted(k, self.cfg.batch_size)
-                w = w[keep].to(self.device)
-            else:
-                x, z = self.sampler.batch(k, self.cfg.batch_size)
+                w = w_all[keep].to(self.device)
+            if maps_all is not None:
+                maps = maps_all[keep].to(self.device)
             x, z = x[keep], z[keep]
         else:
             idx, aug = self.global_batch(k)
             x, z = self.train_ds.batch(shard(idx, self.env), shard(aug, self.env))
-        return self._to_device(x), self._to_device(z), w
+        return self._to_device(x), self._to_device(z), w, maps
 
     def _val_indices(self) -> np.ndarray:
         n = len(self.val_ds)
@@ -697,6 +714,7 @@ class Trainer:
             "lowpass_weight": cfg.lowpass_weight,
             "lowpass_sigma_px": cfg.lowpass_sigma_px,
             "dz_weight": cfg.dz_weight,
+            "focus_map_weight": cfg.focus_map_weight,
             "adv_weight": cfg.adv_weight,
             "disc_blur_px": cfg.disc_blur_px,
             "disc_conditional": cfg.disc_conditional,
@@ -797,6 +815,7 @@ class Trainer:
         scalers: tuple[Any, Any],
         state: _State,
         ema: nn.Module | None = None,
+        focus_head: nn.Module | None = None,
     ) -> None:
         from safetensors.torch import save_file
 
@@ -807,6 +826,13 @@ class Trainer:
         if ema is not None:
             tensors.update(
                 {f"E/{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+            )
+        if focus_head is not None:
+            tensors.update(
+                {
+                    f"F/{k}": v.detach().cpu().contiguous()
+                    for k, v in focus_head.state_dict().items()
+                }
             )
         tg, groups_g = _flatten_optimizer(opt_g, "opt_g")
         td, groups_d = _flatten_optimizer(opt_d, "opt_d")
@@ -834,6 +860,7 @@ class Trainer:
         opt_d: torch.optim.Optimizer,
         scalers: tuple[Any, Any],
         ema: nn.Module | None = None,
+        focus_head: nn.Module | None = None,
     ) -> _State:
         tensors, meta = load_checkpoint_tensors(self.out / CHECKPOINT_DIR)
         saved = meta.get("config", {})
@@ -860,6 +887,8 @@ class Trainer:
         d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D/")})
         if ema is not None:
             ema.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("E/")})
+        if focus_head is not None:
+            focus_head.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("F/")})
         groups = meta["param_groups"]
         opt_g.load_state_dict(_unflatten_optimizer(tensors, "opt_g", groups["opt_g"]))
         opt_d.load_state_dict(_unflatten_optimizer(tensors, "opt_d", groups["opt_d"]))
@@ -924,8 +953,12 @@ class Trainer:
             self._load_init(g)
         ema = moving_average(g, cfg.ema_decay) if cfg.ema_decay else None
         kept = ema.module if ema is not None else g  # what is validated, selected and saved
+        focus_head = None
+        if cfg.focus_map_weight:  # after the EMA's copy, which must not hold the hook
+            focus_head = FocusMapHead(g).to(dev)
+            opt_g.add_param_group({"params": list(focus_head.parameters())})
         if resume:
-            state = self._load_checkpoint(g, d, opt_g, opt_d, scalers, ema)
+            state = self._load_checkpoint(g, d, opt_g, opt_d, scalers, ema, focus_head)
             if env.is_main and state.best_step >= 0:
                 best_weights = load_model(self.out).generator.state_dict()
         g_par, d_par = wrap_ddp(g, env, dev), wrap_ddp(d, env, dev)
@@ -1017,7 +1050,7 @@ class Trainer:
             state.history.append(row)
             state.wall_s = wall()
             if env.is_main:
-                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state, ema)
+                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state, ema, focus_head)
             bar.set_postfix(_fmt(losses, state, mae), refresh=True)
 
         dpm_scale_um = self.data.cfg.dpm_scale_um
@@ -1033,7 +1066,11 @@ class Trainer:
             return torch.cat([seen, smooth(image), dpm], dim=1)
 
         def g_step(
-            x: torch.Tensor, z: torch.Tensor, adversarial: bool, w: torch.Tensor | None = None
+            x: torch.Tensor,
+            z: torch.Tensor,
+            adversarial: bool,
+            w: torch.Tensor | None = None,
+            maps: torch.Tensor | None = None,
         ) -> dict[str, float]:
             out: dict[str, float] = {}
             if adversarial:
@@ -1041,8 +1078,13 @@ class Trainer:
             with self._autocast():
                 fake = g_par(x)
                 d_fake = d(disc_view(fake, x)) if adversarial else None
+                focus_pred = focus_head() if focus_head is not None else None
             loss, logs = reconstruction_loss(fake, z, x, cfg, dpm_scale_um, lowpass, w)
             out.update(logs)
+            if focus_pred is not None and maps is not None:
+                focus_loss, focus_logs = focus_map_loss(focus_pred, maps)
+                loss = loss + cfg.focus_map_weight * focus_loss
+                out.update(focus_logs)
             if d_fake is not None:
                 adv = 0.5 * ((d_fake.float() - 1) ** 2).mean()
                 if cfg.adv_weight is None:  # the paper's L_G
@@ -1078,19 +1120,19 @@ class Trainer:
         try:
             while state.pretrain_done < cfg.pretrain_steps and not out_of_time():
                 set_lr()
-                x, z, w = self._batch(state.batches, progress_fraction())
+                x, z, w, maps = self._batch(state.batches, progress_fraction())
                 state.batches += 1
-                losses = g_step(x, z, adversarial=False, w=w)
+                losses = g_step(x, z, adversarial=False, w=w, maps=maps)
                 state.pretrain_done += 1
                 after_step(losses, "pretrain")
                 estimate()
             while state.gan_done < cfg.steps and not out_of_time():
                 set_lr()
-                x, z, w = self._batch(state.batches, progress_fraction())
+                x, z, w, maps = self._batch(state.batches, progress_fraction())
                 state.batches += 1
                 sums: dict[str, list[float]] = {}
                 for kind in schedule:
-                    res = g_step(x, z, True, w) if kind == "G" else d_step(x, z)
+                    res = g_step(x, z, True, w, maps) if kind == "G" else d_step(x, z)
                     for k, v in res.items():
                         sums.setdefault(k, []).append(v)
                 state.gan_done += 1
@@ -1118,7 +1160,7 @@ class Trainer:
                         "marked short in its card and loading it warns"
                     )
             if not (self.out / CHECKPOINT_DIR / "state.json").exists():  # no step was run
-                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state, ema)
+                self._save_checkpoint(g, d, opt_g, opt_d, scalers, state, ema, focus_head)
             curve = self._write_outputs(state)
         return TrainResult(
             model_path=self.out,
