@@ -106,9 +106,14 @@ def test_focus_map_head_reads_the_features_entering_the_output_conv() -> None:
     head = FocusMapHead(g)
     with pytest.raises(RuntimeError, match="run the generator"):
         head()
+    deep = FocusMapHead(g, "deepest")
     g(torch.rand(2, 2, 32, 32))
     assert head().shape == (2, 1, 32, 32)
+    assert deep().shape == (2, 1, 32, 32)  # from 2 x 2 upsampled
+    assert deep.conv.in_channels > head.conv.in_channels
     head.detach_hook()
+    with pytest.raises(ValueError, match="focus-map level"):
+        FocusMapHead(g, "middle")
     with pytest.raises(TypeError, match="Deep-Z generator"):
         FocusMapHead(torch.nn.Linear(2, 2))
 
@@ -134,10 +139,18 @@ def test_training_with_the_focus_map_head_changes_the_generator_but_not_its_file
     assert more.steps == 6
     with pytest.raises(InputError, match="focus_map_weight"):
         train(data, dataclasses.replace(cfg, focus_map_weight=0.5), tmp_path / "head", resume=True)
+    deep = dataclasses.replace(cfg, focus_map_level="deepest")
+    with pytest.raises(InputError, match="focus_map_level"):
+        train(data, deep, tmp_path / "head", resume=True)
+    train(data, deep, tmp_path / "deep")
+    deep_head = load_checkpoint_tensors(tmp_path / "deep" / "checkpoint")[0]["F/conv.weight"]
+    assert deep_head.shape[1] > tensors["F/conv.weight"].shape[1]  # read at the deepest level
 
 
 def test_focus_map_weight_is_checked() -> None:
     with pytest.raises(InputError, match="--focus-map-weight must be >= 0"):
         dataclasses.replace(TINY, focus_map_weight=-1.0)
+    with pytest.raises(InputError, match="--focus-map-level must be one of"):
+        dataclasses.replace(TINY, focus_map_level="middle")
     with pytest.raises(InputError, match="needs the fast recipe"):
         dataclasses.replace(TINY, sampling=None, focus_map_weight=1.0)

@@ -444,6 +444,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "focus; the saved model does not contain the head; default 0 = off)",
     )
     t.add_argument(
+        "--focus-map-level",
+        choices=("last", "deepest"),
+        default="last",
+        help="where the --focus-map-weight head reads the generator: the features entering "
+        "its output conv (last, default) or its deepest, 1/16-resolution level",
+    )
+    t.add_argument(
         "--lr-g", type=float, help="generator learning rate (default: paper 1e-4, fast 1e-3)"
     )
     t.add_argument("--lr-d", type=float, default=3e-5, help="discriminator learning rate")
@@ -687,6 +694,7 @@ def run(args: argparse.Namespace) -> int:
             lowpass_sigma_px=_lowpass_sigma(args),
             dz_weight=args.dz_weight,
             focus_map_weight=args.focus_map_weight,
+            focus_map_level=args.focus_map_level,
             adv_weight=pick(args.adv_weight, FAST_ADV_WEIGHT) if fast_gan else None,
             disc_blur_px=pick(args.disc_blur, FAST_DISC_BLUR_PX if fast_gan else 0.0),
             disc_conditional=bool(args.disc_conditional),
@@ -757,7 +765,11 @@ def run(args: argparse.Namespace) -> int:
                 else ""
             )
             + (f", error weight 1 + {tcfg.dz_weight:g}|DPM|/10 um" if tcfg.dz_weight else "")
-            + (f", focus-map weight {tcfg.focus_map_weight:g}" if tcfg.focus_map_weight else "")
+            + (
+                f", focus-map weight {tcfg.focus_map_weight:g} ({tcfg.focus_map_level} level)"
+                if tcfg.focus_map_weight
+                else ""
+            )
             + (f", {env.world_size} processes" if env.distributed else "")
         )
         command = _command_line()

@@ -16,32 +16,54 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FocusMapHead", "focus_map_loss"]
+__all__ = ["LEVELS", "FocusMapHead", "focus_map_loss"]
+
+LEVELS = ("last", "deepest")
+"""Where the head reads: the features entering the output conv (full resolution), or the
+U-Net's deepest level (1/16 resolution, the widest context; upsampled bilinearly)."""
 
 
 class FocusMapHead(nn.Module):
-    """1×1 convolution on the features entering ``generator.head``, captured by a hook."""
+    """1×1 convolution on the generator's features at ``level`` (:data:`LEVELS`), captured
+    by a hook."""
 
-    def __init__(self, generator: nn.Module) -> None:
+    def __init__(self, generator: nn.Module, level: str = "last") -> None:
         super().__init__()
-        head = getattr(generator, "head", None)
-        if not isinstance(head, nn.Conv2d):
+        head, down = getattr(generator, "head", None), getattr(generator, "down", None)
+        if not isinstance(head, nn.Conv2d) or not isinstance(down, nn.ModuleList):
             raise TypeError("the focus-map head needs a Deep-Z generator (a conv named 'head')")
-        self.conv = nn.Conv2d(head.in_channels, 1, kernel_size=1)
+        if level not in LEVELS:
+            raise ValueError(f"focus-map level must be one of {', '.join(LEVELS)}, not {level!r}")
+        self.level = level
         self._features: torch.Tensor | None = None
-        self._hook = head.register_forward_pre_hook(self._keep)
+        if level == "last":
+            self.conv = nn.Conv2d(head.in_channels, 1, kernel_size=1)
+            self._hook = head.register_forward_pre_hook(self._keep_input)
+        else:
+            deepest = getattr(down[-1], "conv_b", None)
+            if not isinstance(deepest, nn.Conv2d):
+                raise TypeError("the focus-map head needs a Deep-Z generator's down blocks")
+            self.conv = nn.Conv2d(deepest.out_channels, 1, kernel_size=1)
+            self._hook = down[-1].register_forward_hook(self._keep_output)
 
-    def _keep(self, _module: nn.Module, args: tuple[Any, ...]) -> None:
+    def _keep_input(self, _module: nn.Module, args: tuple[Any, ...]) -> None:
         self._features = args[0]
+
+    def _keep_output(self, _module: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+        self._features = out
 
     def forward(self) -> torch.Tensor:
         """``(N, 1, H', W')`` predicted refocus distances for the generator's last forward
         (its padded size: crop to the input's)."""
         if self._features is None:
             raise RuntimeError("run the generator before reading the focus-map head")
-        return self.conv(self._features)
+        out = self.conv(self._features)
+        if self.level == "deepest":
+            out = F.interpolate(out, scale_factor=16, mode="bilinear", align_corners=False)
+        return out
 
     def detach_hook(self) -> None:
         """Stop capturing the generator's features."""

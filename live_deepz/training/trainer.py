@@ -82,6 +82,7 @@ from ..modelfile import ModelCard, load_model, resolve_model, save_model
 from ..network import Discriminator, DiscriminatorConfig
 from ..optics import Optics
 from .ddp import DistEnv, all_reduce_sum, shard, wrap_ddp
+from .focus_head import LEVELS as FOCUS_LEVELS
 from .focus_head import FocusMapHead, focus_map_loss
 from .pairs import PairData, PairDataset
 
@@ -131,6 +132,7 @@ _RESUME_KEYS = (
     "disc_blur_px",
     "disc_conditional",
     "focus_map_weight",
+    "focus_map_level",
 )
 
 #: Values of resume keys added later, for checkpoints written before them.
@@ -156,6 +158,7 @@ _RESUME_DEFAULTS: dict[str, Any] = {
     "disc_blur_px": 0.0,
     "disc_conditional": False,
     "focus_map_weight": 0.0,
+    "focus_map_level": "last",
 }
 
 
@@ -307,6 +310,9 @@ class TrainConfig:
     each object, the DPM that brings it into focus
     (:class:`~live_deepz.training.focus_head.FocusMapHead`): a direct signal for the side of
     focus. 0 = off. The saved model does not contain the head."""
+    focus_map_level: str = "last"
+    """Where the focus-map head reads the generator (:data:`~live_deepz.training.focus_head.
+    LEVELS`): ``last`` (the features entering the output conv) or ``deepest``."""
     adv_weight: float | None = None
     """Generator loss of the GAN phase: None = the paper's ``adversarial + α·loss/2``; a
     number ``W`` = ``loss + W·adversarial`` (the fast recipe's GAN phase: the reconstruction
@@ -384,6 +390,11 @@ class TrainConfig:
             raise InputError(f"--disc-blur must be >= 0 px, got {self.disc_blur_px}")
         if not (math.isfinite(self.focus_map_weight) and self.focus_map_weight >= 0):
             raise InputError(f"--focus-map-weight must be >= 0, got {self.focus_map_weight}")
+        if self.focus_map_level not in FOCUS_LEVELS:
+            raise InputError(
+                f"--focus-map-level must be one of {', '.join(FOCUS_LEVELS)}, "
+                f"not {self.focus_map_level!r}"
+            )
         if self.focus_map_weight and self.sampling is None:
             raise InputError("--focus-map-weight needs the fast recipe's object sampling")
         if self.dz_weight and self.fg_weight:
@@ -715,6 +726,7 @@ class Trainer:
             "lowpass_sigma_px": cfg.lowpass_sigma_px,
             "dz_weight": cfg.dz_weight,
             "focus_map_weight": cfg.focus_map_weight,
+            "focus_map_level": cfg.focus_map_level,
             "adv_weight": cfg.adv_weight,
             "disc_blur_px": cfg.disc_blur_px,
             "disc_conditional": cfg.disc_conditional,
@@ -955,7 +967,7 @@ class Trainer:
         kept = ema.module if ema is not None else g  # what is validated, selected and saved
         focus_head = None
         if cfg.focus_map_weight:  # after the EMA's copy, which must not hold the hook
-            focus_head = FocusMapHead(g).to(dev)
+            focus_head = FocusMapHead(g, cfg.focus_map_level).to(dev)
             opt_g.add_param_group({"params": list(focus_head.parameters())})
         if resume:
             state = self._load_checkpoint(g, d, opt_g, opt_d, scalers, ema, focus_head)
