@@ -147,7 +147,14 @@ def test_training_with_the_focus_map_head_changes_the_generator_but_not_its_file
     assert deep_head.shape[1] > tensors["F/conv.weight"].shape[1]  # read at the deepest level
 
 
-def test_focus_map_weight_is_checked() -> None:
+def test_focus_map_weight_is_checked(data, tmp_path) -> None:
+    from live_deepz.training.ddp import DistEnv
+    from live_deepz.training.trainer import Trainer
+
+    two = DistEnv(rank=0, world_size=2)
+    cfg = dataclasses.replace(TINY, batch_size=4, focus_map_weight=1.0)
+    with pytest.raises(InputError, match="one process only"):
+        Trainer(cfg, data, tmp_path / "ddp", env=two)
     with pytest.raises(InputError, match="--focus-map-weight must be >= 0"):
         dataclasses.replace(TINY, focus_map_weight=-1.0)
     with pytest.raises(InputError, match="--focus-map-level must be one of"):

@@ -473,14 +473,14 @@ def test_time_budget_ends_the_run_and_anneals(data, tmp_path) -> None:
 def test_an_interrupted_run_leaves_a_model_that_says_so(data, tmp_path) -> None:
     cfg = dataclasses.replace(TINY_FAST, pretrain_steps=6, min_useful_steps=0)
     trainer = Trainer(cfg, data, tmp_path / "cut")
-    real = trainer.sampler.batch
+    real = trainer.sampler.batch_weighted
 
     def batch(k: int, n: int):  # type: ignore[no-untyped-def]
         if k == 3:
             raise KeyboardInterrupt
         return real(k, n)
 
-    trainer.sampler.batch = batch
+    trainer.sampler.batch_weighted = batch
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     with pytest.warns(UnfinishedModelWarning, match="interrupted after 2 of 6 steps"):

@@ -567,6 +567,8 @@ class Trainer:
                 f"--batch {cfg.batch_size} must be a multiple of the {self.env.world_size} "
                 "processes"
             )
+        if cfg.focus_map_weight and self.env.distributed:  # its gradients are not all-reduced
+            raise InputError("--focus-map-weight trains in one process only: run without torchrun")
         if len(data.pairs["train"]) == 0 or len(data.pairs["val"]) == 0:
             raise InputError("the data has no training or no validation pairs")
         self.device = resolve_device(cfg.device)
