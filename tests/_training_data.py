@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,9 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 
 from live_deepz.sim.confocal import confocal_psf_stack
+from live_deepz.training import SamplingConfig
+from live_deepz.training.pairs import FieldStack, PairConfig, PairData, build_pairs
+from live_deepz.training.trainer import TrainConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,3 +106,32 @@ def modality_pair(seed: int, shift: tuple[float, float]) -> tuple[np.ndarray, np
     conf_psf = confocal_psf_stack(gaussian_psf_stack(z - 2.75))
     conf = render(ndimage.shift(obj, shift, order=1), conf_psf, 3000.0, 20.0, seed + 1)
     return wf, conf
+
+
+TINY_FAST = TrainConfig(
+    width=0.0625,
+    batch_size=4,
+    val_every=2,
+    max_val_pairs=8,
+    progress=False,
+    recipe="fast",
+    residual=True,
+    loss="mse",
+    lr_g=1e-3,
+    lr_schedule="cosine",
+    warmup_steps=2,
+    select_on="val_balanced_mae",
+    sampling=SamplingConfig(crop=16, jitter_px=4),
+    min_useful_steps=100,
+)
+"""A tiny fast-recipe configuration (16 px crops) for :func:`small_bead_data`."""
+
+
+def small_bead_data(cache: Path, seed: int) -> PairData:
+    """Training pairs of two 64 px bead stacks (20 beads, seeds ``seed``, ``seed + 1``)."""
+    stacks = [
+        FieldStack(synth_stack(size=64, seed=seed + i, n_beads=20), 0.5, 0.325, name=f"s{i}.tif")
+        for i in range(2)
+    ]
+    cfg = PairConfig(patch=32, z_half_range_um=2.0, align=False)
+    return build_pairs(stacks, cfg, cache)

@@ -8,48 +8,27 @@ import numpy as np
 import pytest
 import torch
 from _training_data import (
+    TINY_FAST,
     one_torch_thread,  # noqa: F401 (autouse fixture)
-    synth_stack,
+    small_bead_data,
 )
 
 from live_deepz.architectures import build_network
 from live_deepz.errors import InputError
 from live_deepz.modelfile import UnfinishedModelWarning, load_model
-from live_deepz.training import FocusSampler, SamplingConfig
+from live_deepz.training import FocusSampler
 from live_deepz.training.focus_head import FocusMapHead, focus_map_loss
-from live_deepz.training.pairs import FieldStack, PairConfig, PairData, augment, build_pairs
-from live_deepz.training.trainer import TrainConfig, load_checkpoint_tensors, train
-
-TINY = TrainConfig(
-    width=0.0625,
-    batch_size=4,
-    val_every=2,
-    max_val_pairs=8,
-    progress=False,
-    recipe="fast",
-    residual=True,
-    loss="mse",
-    lr_g=1e-3,
-    lr_schedule="cosine",
-    warmup_steps=2,
-    select_on="val_balanced_mae",
-    sampling=SamplingConfig(crop=16, jitter_px=4),
-    min_useful_steps=100,
-)
+from live_deepz.training.pairs import PairData, augment
+from live_deepz.training.trainer import load_checkpoint_tensors, train
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> PairData:
-    stacks = [
-        FieldStack(synth_stack(size=64, seed=80 + i, n_beads=20), 0.5, 0.325, name=f"f{i}.tif")
-        for i in range(2)
-    ]
-    cfg = PairConfig(patch=32, z_half_range_um=2.0, align=False)
-    return build_pairs(stacks, cfg, tmp_path_factory.mktemp("cache"))
+    return small_bead_data(tmp_path_factory.mktemp("cache"), seed=80)
 
 
 def test_focus_map_labels_each_object_with_the_dpm_that_focuses_it(data) -> None:
-    s = FocusSampler(data, TINY.sampling, seed=3)
+    s = FocusSampler(data, TINY_FAST.sampling, seed=3)
     last = data.fields[0].array.shape[0] - 1
     j = int(np.flatnonzero((s.peak_focus > 0) & (s.peak_focus < last))[0])
     ri = int(s.peak_region[j])
@@ -72,7 +51,7 @@ def test_focus_map_labels_each_object_with_the_dpm_that_focuses_it(data) -> None
 
 
 def test_focus_maps_leave_the_batch_unchanged_and_follow_its_augmentation(data) -> None:
-    s = FocusSampler(data, TINY.sampling, seed=3)
+    s = FocusSampler(data, TINY_FAST.sampling, seed=3)
     x, z, w = s.batch_weighted(2, 6)
     x2, z2, w2, maps = s.batch_with_focus_maps(2, 6)
     assert torch.equal(x, x2) and torch.equal(z, z2) and torch.equal(w, w2)
@@ -121,7 +100,7 @@ def test_focus_map_head_reads_the_features_entering_the_output_conv() -> None:
 def test_training_with_the_focus_map_head_changes_the_generator_but_not_its_file(
     data, tmp_path
 ) -> None:
-    cfg = dataclasses.replace(TINY, pretrain_steps=4, focus_map_weight=1.0)
+    cfg = dataclasses.replace(TINY_FAST, pretrain_steps=4, focus_map_weight=1.0)
     train(data, dataclasses.replace(cfg, focus_map_weight=0.0), tmp_path / "plain")
     res = train(data, cfg, tmp_path / "head")
     assert any("train_focus_map_mse" in row for row in res.history)
@@ -152,12 +131,12 @@ def test_focus_map_weight_is_checked(data, tmp_path) -> None:
     from live_deepz.training.trainer import Trainer
 
     two = DistEnv(rank=0, world_size=2)
-    cfg = dataclasses.replace(TINY, batch_size=4, focus_map_weight=1.0)
+    cfg = dataclasses.replace(TINY_FAST, batch_size=4, focus_map_weight=1.0)
     with pytest.raises(InputError, match="one process only"):
         Trainer(cfg, data, tmp_path / "ddp", env=two)
     with pytest.raises(InputError, match="--focus-map-weight must be >= 0"):
-        dataclasses.replace(TINY, focus_map_weight=-1.0)
+        dataclasses.replace(TINY_FAST, focus_map_weight=-1.0)
     with pytest.raises(InputError, match="--focus-map-level must be one of"):
-        dataclasses.replace(TINY, focus_map_level="middle")
+        dataclasses.replace(TINY_FAST, focus_map_level="middle")
     with pytest.raises(InputError, match="needs the fast recipe"):
-        dataclasses.replace(TINY, sampling=None, focus_map_weight=1.0)
+        dataclasses.replace(TINY_FAST, sampling=None, focus_map_weight=1.0)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 from _training_data import (
+    TINY_FAST,
     one_torch_thread,  # noqa: F401 (autouse fixture)
+    small_bead_data,
     synth_stack,
 )
 
@@ -34,32 +36,9 @@ def _checkpoint(folder):  # type: ignore[no-untyped-def]
     return load_checkpoint_tensors(folder / "checkpoint")[0]
 
 
-TINY_FAST = TrainConfig(
-    width=0.0625,
-    batch_size=4,
-    val_every=2,
-    max_val_pairs=8,
-    progress=False,
-    recipe="fast",
-    residual=True,
-    loss="mse",
-    lr_g=1e-3,
-    lr_schedule="cosine",
-    warmup_steps=2,
-    select_on="val_balanced_mae",
-    sampling=SamplingConfig(crop=16, jitter_px=4),
-    min_useful_steps=100,
-)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> PairData:
-    stacks = [
-        FieldStack(synth_stack(size=64, seed=60 + i, n_beads=20), 0.5, 0.325, name=f"s{i}.tif")
-        for i in range(2)
-    ]
-    cfg = PairConfig(patch=32, z_half_range_um=2.0, align=False)
-    return build_pairs(stacks, cfg, tmp_path_factory.mktemp("cache"))
+    return small_bead_data(tmp_path_factory.mktemp("cache"), seed=60)
 
 
 # ---------------------------------------------------------------------------------------
@@ -647,13 +626,20 @@ def test_cli_fast_recipe_is_the_cpu_default_and_steps_are_the_total(tmp_path, ca
         assert message in capsys.readouterr().err, message
 
 
+def _fast_cli(tmp_path, name: str) -> tuple:  # type: ignore[type-arg]
+    """Two small stacks written to ``tmp_path``, the output folder ``name`` and the common
+    arguments of a tiny fast-recipe CLI run on them."""
+    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
+    out = tmp_path / name
+    args = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    return out, data, args
+
+
 def test_cli_unbiased_targets_train_and_are_recorded(tmp_path) -> None:
     pytest.importorskip("live_deepz.io")
     from live_deepz.cli import main
 
-    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
-    out = tmp_path / "unbiased"
-    args = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    out, _data, args = _fast_cli(tmp_path, "unbiased")
     assert main([*args, "--steps", "2", "--unbiased-targets", "--unbiased-from", "0.5"]) == 0
     with pytest.warns(UnfinishedModelWarning):
         sampling = load_model(out).card.training["sampling"]
@@ -664,9 +650,7 @@ def test_cli_focus_map_weight_trains_and_is_recorded(tmp_path, capsys) -> None:
     pytest.importorskip("live_deepz.io")
     from live_deepz.cli import main
 
-    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
-    out = tmp_path / "focusmap"
-    args = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    out, data, args = _fast_cli(tmp_path, "focusmap")
     assert main([*args, "--steps", "2", "--focus-map-weight", "0.01"]) == 0
     with pytest.warns(UnfinishedModelWarning):
         assert load_model(out).card.training["focus_map_weight"] == 0.01
@@ -705,9 +689,7 @@ def test_cli_fast_gan_phase_is_the_last_of_the_steps_and_is_recorded(tmp_path) -
     pytest.importorskip("live_deepz.io")
     from live_deepz.cli import main
 
-    data = [_write(tmp_path / f"fov{i}.tif", synth_stack(seed=70 + i)) for i in range(2)]
-    out = tmp_path / "gan"
-    base = _cli(tmp_path, "--data", *data, "-o", str(out), "--patch", "16", "--region", "32")
+    out, _data, base = _fast_cli(tmp_path, "gan")
     assert main([*base, "--steps", "4", "--gan-steps", "2"]) == 0
     with pytest.warns(UnfinishedModelWarning):
         t = load_model(out).card.training
