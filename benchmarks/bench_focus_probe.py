@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from bench_defocus_direction import load_models  # this folder, on sys.path
+from bench_defocus_direction import start  # this folder, on sys.path
 
 BINS_UM = ((1.5, 3.0), (3.0, 6.0), (6.0, 10.0), (10.0, 30.0))
 """|Distance to focus| bins (µm); objects nearer than 1.5 µm have no side to read."""
@@ -106,14 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=Path("runs/probe_cache"))
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    models, _optics = load_models(args.model)
+    models, _optics = start(args)
     data = build_data(args.data, args.region, args.crop, args.cache)
     report: dict[str, Any] = {
         "command": "python benchmarks/bench_focus_probe.py "
-        + " ".join(a if " " not in a else repr(a) for a in (argv or __import__("sys").argv[1:])),
+        + " ".join(a if " " not in a else repr(a) for a in (argv or sys.argv[1:])),
         "steps": args.steps,
         "crop": args.crop,
         "models": {},

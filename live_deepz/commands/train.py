@@ -445,7 +445,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     t.add_argument(
         "--focus-map-level",
-        choices=("last", "deepest"),
+        choices=("last", "deepest"),  # focus_head.LEVELS (the parser imports no torch)
         default="last",
         help="where the --focus-map-weight head reads the generator: the features entering "
         "its output conv (last, default) or its deepest, 1/16-resolution level",

@@ -411,13 +411,15 @@ class FocusSampler:
         if mine.size == 0:
             return out
         z_in = float(self.data.fields[r.field].z_um[zin])
-        yy, xx = np.mgrid[:p, :p]
         for j in mine:
-            disk = (yy - (self.peak_y[j] - y0)) ** 2 + (xx - (self.peak_x[j] - x0)) ** 2
-            inside = disk <= radius_px**2
+            cy, cx = int(self.peak_y[j]) - y0, int(self.peak_x[j]) - x0
+            ys = slice(max(cy - radius_px, 0), min(cy + radius_px + 1, p))
+            xs = slice(max(cx - radius_px, 0), min(cx + radius_px + 1, p))
+            yy, xx = np.ogrid[ys, xs]
+            inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius_px**2
             focus_um = float(tgt.z_um[int(self.peak_focus[j])])
-            out[0][inside] = (focus_um - z_in) / self.data.cfg.dpm_scale_um
-            out[1][inside] = 1.0
+            out[0, ys, xs][inside] = (focus_um - z_in) / self.data.cfg.dpm_scale_um
+            out[1, ys, xs][inside] = 1.0
         return out
 
     def _draw(

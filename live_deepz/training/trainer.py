@@ -504,6 +504,17 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, groups: 
     return {"state": state, "param_groups": groups}
 
 
+def _prefixed_state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict on the CPU, keys prefixed ``prefix/`` (one checkpoint part)."""
+    return {f"{prefix}/{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def _part_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The checkpoint part ``prefix/`` of ``tensors`` as a state dict (prefix removed)."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+
+
 def load_checkpoint_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and the JSON of ``folder/state.safetensors`` + ``folder/state.json``."""
     from safetensors.torch import load_file
@@ -835,19 +846,11 @@ class Trainer:
 
         folder = self.out / CHECKPOINT_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"G/{k}": v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
-        tensors.update({f"D/{k}": v.detach().cpu().contiguous() for k, v in d.state_dict().items()})
-        if ema is not None:
-            tensors.update(
-                {f"E/{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
-            )
-        if focus_head is not None:
-            tensors.update(
-                {
-                    f"F/{k}": v.detach().cpu().contiguous()
-                    for k, v in focus_head.state_dict().items()
-                }
-            )
+        parts = {"G": g, "D": d, "E": ema, "F": focus_head}
+        tensors = {}
+        for prefix, module in parts.items():
+            if module is not None:
+                tensors.update(_prefixed_state(prefix, module))
         tg, groups_g = _flatten_optimizer(opt_g, "opt_g")
         td, groups_d = _flatten_optimizer(opt_d, "opt_d")
         tensors.update(tg)
@@ -897,12 +900,9 @@ class Trainer:
                 f"cannot resume: the training data differ from those of the checkpoint in "
                 f"{self.out} (other stacks, patch, z range or seed); train into a new folder"
             )
-        g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G/")})
-        d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D/")})
-        if ema is not None:
-            ema.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("E/")})
-        if focus_head is not None:
-            focus_head.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("F/")})
+        for prefix, module in {"G": g, "D": d, "E": ema, "F": focus_head}.items():
+            if module is not None:
+                module.load_state_dict(_part_state(tensors, prefix))
         groups = meta["param_groups"]
         opt_g.load_state_dict(_unflatten_optimizer(tensors, "opt_g", groups["opt_g"]))
         opt_d.load_state_dict(_unflatten_optimizer(tensors, "opt_d", groups["opt_d"]))

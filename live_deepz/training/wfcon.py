@@ -62,6 +62,8 @@ from ..wfcon3d import (
 )
 from .trainer import (
     _flatten_optimizer,
+    _part_state,
+    _prefixed_state,
     _progress,
     _unflatten_optimizer,
     load_checkpoint_tensors,
@@ -586,8 +588,7 @@ def _save_checkpoint(
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"G/{k}": v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
-    tensors.update({f"D/{k}": v.detach().cpu().contiguous() for k, v in d.state_dict().items()})
+    tensors = {**_prefixed_state("G", g), **_prefixed_state("D", d)}
     tg, groups_g = _flatten_optimizer(opt_g, "opt_g")
     td, groups_d = _flatten_optimizer(opt_d, "opt_d")
     tensors.update(tg)
@@ -625,8 +626,8 @@ def _load_checkpoint(
                 f"cannot resume: the checkpoint in {folder.parent} was trained with {key}={was!r}, "
                 f"this run asks for {now!r}; pass the same value or train into a new folder"
             )
-    g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G/")})
-    d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D/")})
+    g.load_state_dict(_part_state(tensors, "G"))
+    d.load_state_dict(_part_state(tensors, "D"))
     groups = meta["param_groups"]
     opt_g.load_state_dict(_unflatten_optimizer(tensors, "opt_g", groups["opt_g"]))
     opt_d.load_state_dict(_unflatten_optimizer(tensors, "opt_d", groups["opt_d"]))
